@@ -1,0 +1,9 @@
+DROP TABLE sync_change;
+DROP TABLE fetch_run;
+DROP TABLE webhook_event;
+DROP TABLE sync_tombstone;
+DROP TABLE mail_blacklist;
+DROP TABLE mailing_subscription;
+DROP TABLE mailing_contact;
+DROP TABLE mailing_list;
+DROP TABLE mailchimp_account;

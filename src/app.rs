@@ -1,0 +1,133 @@
+//! Start-up: the store is opened and migrated, the webhook writer started, then both faces
+//! serve on listeners the caller bound (tests bind port 0 and read the real addresses).
+//! Readiness turns on only once all of that is done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::domain::accounts::WebhookBase;
+use crate::domain::ingest::Ingestor;
+use crate::store::{Store, changes};
+
+/// What the service needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub public_url: Option<String>,
+    pub allow_insecure_webhook_url: bool,
+    pub max_db_connections: u32,
+}
+
+/// Everything a request handler may use; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub ingestor: Ingestor,
+    pub webhook_base: WebhookBase,
+    /// The last change-feed sequence this process knows of; watchers wait on it.
+    pub feed: Arc<watch::Sender<i64>>,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// A started service: its addresses, and a way to stop it and wait until it has.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<anyhow::Result<()>>>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, then drains the webhook writer.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.state.ready.store(false, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            server.await.context("a server task panicked")??;
+        }
+        let Running { state, writer, .. } = self;
+        drop(state);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the webhook writer panicked"))?;
+        Ok(())
+    }
+
+    /// Resolves when a server stops on its own (an error), or never.
+    pub async fn wait_for_stop_signal(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }
+
+    pub fn stop_handle(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Opens the database and runs the migrations; the `migrate` command stops here.
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::open(&config.database_url, config.max_db_connections)
+        .context("cannot open the database")?;
+    let ran = store.migrate().context("cannot migrate the database")?;
+    for version in &ran {
+        tracing::info!(migration = %version, "migration applied");
+    }
+    Ok(store)
+}
+
+/// Starts the service on the given listeners.
+pub async fn start(
+    config: Config,
+    http: TcpListener,
+    grpc: TcpListener,
+) -> anyhow::Result<Running> {
+    let store = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || open_store(&config)).await??
+    };
+    let last = store
+        .run(changes::last_sequence)
+        .await
+        .context("cannot read the change feed")?;
+    let feed = Arc::new(watch::Sender::new(last));
+    let (ingestor, writer) = Ingestor::start(store.clone(), feed.clone());
+    let webhook_base = WebhookBase {
+        public_url: config.public_url.clone(),
+        allow_insecure: config.allow_insecure_webhook_url,
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        store,
+        ingestor,
+        webhook_base,
+        feed,
+        ready,
+    };
+    let (stop, _) = watch::channel(false);
+    let http_addr = http.local_addr()?;
+    let grpc_addr = grpc.local_addr()?;
+    let (grpc_server, health) = crate::grpc::server(state.clone())?;
+    let servers = vec![
+        tokio::spawn(crate::http::serve(http, state.clone(), stop.subscribe())),
+        tokio::spawn(crate::grpc::serve(grpc_server, grpc, stop.subscribe())),
+    ];
+    crate::grpc::mark_serving(&health).await;
+    state.ready.store(true, Ordering::SeqCst);
+    tracing::info!(http.addr = %http_addr, grpc.addr = %grpc_addr, "service ready");
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        state,
+        stop,
+        servers,
+        writer,
+    })
+}

@@ -1,0 +1,313 @@
+//! Mailchimp accounts: validation of what operators send, the data centre taken from the
+//! API key, and the webhook token behind each account's URL.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{AppError, AppResult, Kind};
+use crate::store::Store;
+use crate::store::accounts::{self, AccountChanges, AccountRow, NewAccount};
+use crate::store::lists::{self, ListRow};
+
+/// Where generated webhook URLs point, and whether plain HTTP is tolerated.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookBase {
+    pub public_url: Option<String>,
+    pub allow_insecure: bool,
+}
+
+impl WebhookBase {
+    /// The URL Mailchimp calls for a token.
+    pub fn url_for(&self, token: &str) -> Option<String> {
+        let base = self.public_url.as_deref()?.trim_end_matches('/');
+        Some(format!("{base}/webhooks/mailchimp/{token}"))
+    }
+
+    fn check(&self) -> AppResult<()> {
+        let Some(url) = &self.public_url else {
+            let message = "no public URL is configured: start the service with --public-url";
+            return Err(AppError::new(Kind::FailedPrecondition, message));
+        };
+        if url.starts_with("https://") || (self.allow_insecure && url.starts_with("http://")) {
+            return Ok(());
+        }
+        Err(AppError::new(
+            Kind::FailedPrecondition,
+            "webhooks require an HTTPS URL",
+        ))
+    }
+}
+
+/// An account's fields as an operator sends them; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct AccountInput {
+    pub name: Option<String>,
+    pub api_key: Option<String>,
+    pub api_base_url: Option<String>,
+    pub webhook_active: Option<bool>,
+    pub webhook_signing_secret: Option<String>,
+}
+
+pub async fn create(store: &Store, input: AccountInput) -> AppResult<AccountRow> {
+    let name = valid_name(input.name.as_deref().unwrap_or_default())?;
+    let api_key = input.api_key.unwrap_or_default();
+    let data_center = data_center(&api_key)?;
+    let base_url = input
+        .api_base_url
+        .as_deref()
+        .map(valid_base_url)
+        .transpose()?;
+    let now = crate::now();
+    let row = store
+        .run(move |conn| {
+            let new = NewAccount {
+                name: &name,
+                api_key: &api_key,
+                data_center: &data_center,
+                api_base_url: base_url.as_deref(),
+                create_date: now,
+                write_date: now,
+            };
+            accounts::insert(conn, &new)
+        })
+        .await?;
+    Ok(row)
+}
+
+pub async fn get(store: &Store, id: i64) -> AppResult<AccountRow> {
+    store
+        .run(move |conn| accounts::get(conn, id))
+        .await
+        .map_err(not_found)
+}
+
+pub async fn list(store: &Store) -> AppResult<Vec<AccountRow>> {
+    Ok(store.run(accounts::list).await?)
+}
+
+pub async fn update(store: &Store, id: i64, input: AccountInput) -> AppResult<AccountRow> {
+    let mut changes = AccountChanges {
+        write_date: Some(crate::now()),
+        ..Default::default()
+    };
+    if let Some(name) = &input.name {
+        changes.name = Some(valid_name(name)?);
+    }
+    if let Some(key) = input.api_key {
+        changes.data_center = Some(data_center(&key)?);
+        changes.api_key = Some(key);
+    }
+    if let Some(url) = &input.api_base_url {
+        changes.api_base_url = Some(
+            Some(url)
+                .filter(|u| !u.is_empty())
+                .map(|u| valid_base_url(u))
+                .transpose()?,
+        );
+    }
+    changes.webhook_active = input.webhook_active;
+    changes.webhook_signing_secret = input
+        .webhook_signing_secret
+        .map(|secret| Some(secret).filter(|s| !s.is_empty()));
+    store
+        .run(move |conn| accounts::update(conn, id, &changes))
+        .await
+        .map_err(not_found)
+}
+
+pub async fn delete(store: &Store, id: i64) -> AppResult<()> {
+    store
+        .run(move |conn| accounts::delete(conn, id))
+        .await
+        .map_err(not_found)
+}
+
+/// The audiences of an account, as far as the store has seen them.
+pub async fn audiences(store: &Store, account_id: i64) -> AppResult<Vec<ListRow>> {
+    get(store, account_id).await?;
+    Ok(store
+        .run(move |conn| lists::for_account(conn, account_id))
+        .await?)
+}
+
+/// Issues a new token for the account's webhook URL; the old URL stops working at once.
+pub async fn generate_webhook_url(
+    store: &Store,
+    base: &WebhookBase,
+    account_id: i64,
+) -> AppResult<String> {
+    base.check()?;
+    let token = new_token();
+    let url = base.url_for(&token).expect("checked above");
+    let changes = AccountChanges {
+        webhook_token: Some(Some(token.clone())),
+        webhook_token_hash: Some(Some(token_hash(&token))),
+        write_date: Some(crate::now()),
+        ..Default::default()
+    };
+    store
+        .run(move |conn| accounts::update(conn, account_id, &changes))
+        .await
+        .map_err(not_found)?;
+    Ok(url)
+}
+
+/// The account a webhook token belongs to, if any. The hash narrows the search through the
+/// index; the token itself is then compared in constant time.
+pub async fn find_by_token(store: &Store, token: &str) -> AppResult<Option<AccountRow>> {
+    if !plausible_token(token) {
+        return Ok(None);
+    }
+    let hash = token_hash(token);
+    let row = store
+        .run(move |conn| accounts::find_by_token_hash(conn, &hash))
+        .await?;
+    Ok(row.filter(|row| {
+        let held = row.webhook_token.as_deref().unwrap_or_default();
+        bool::from(held.as_bytes().ct_eq(token.as_bytes()))
+    }))
+}
+
+/// 192 bits from a CSPRNG (the thread-local ChaCha generator, seeded by the OS), URL-safe.
+fn new_token() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn plausible_token(token: &str) -> bool {
+    (16..=128).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn not_found(error: crate::store::StoreError) -> AppError {
+    match error {
+        crate::store::StoreError::NotFound => AppError::not_found("account"),
+        other => other.into(),
+    }
+}
+
+fn valid_name(name: &str) -> AppResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(AppError::invalid("name", "must be 1 to 200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// The data centre from an API key's suffix, as in `0123abcd…-us6`.
+pub fn data_center(api_key: &str) -> AppResult<String> {
+    let invalid = || {
+        AppError::invalid(
+            "api_key",
+            "expected a Mailchimp API key ending in -<dc>, such as -us6",
+        )
+    };
+    let (secret, dc) = api_key.rsplit_once('-').ok_or_else(invalid)?;
+    let letters = dc.trim_end_matches(|c: char| c.is_ascii_digit());
+    let well_formed = secret.len() >= 8
+        && secret.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !letters.is_empty()
+        && letters.len() < dc.len()
+        && letters.bytes().all(|b| b.is_ascii_lowercase());
+    if !well_formed {
+        return Err(invalid());
+    }
+    Ok(dc.to_owned())
+}
+
+fn valid_base_url(url: &str) -> AppResult<String> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(url.to_owned()),
+        _ => Err(AppError::invalid(
+            "api_base_url",
+            "must be an http:// or https:// URL",
+        )),
+    }
+}
+
+/// The API key as an operator may see it: the last four characters of its secret part,
+/// and the data centre.
+pub fn key_hint(api_key: &str) -> String {
+    let (secret, dc) = api_key.rsplit_once('-').unwrap_or((api_key, ""));
+    let tail = secret
+        .get(secret.len().saturating_sub(4)..)
+        .unwrap_or_default();
+    format!("…{tail}-{dc}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_center_comes_from_the_key_suffix() {
+        assert_eq!(
+            data_center("0123456789abcdef0123456789abcdef-us6").unwrap(),
+            "us6"
+        );
+        assert_eq!(data_center("0123456789abcdef-us21").unwrap(), "us21");
+        for bad in [
+            "",
+            "nodash",
+            "0123456789abcdef-",
+            "0123456789abcdef-us",
+            "short-us6",
+            "0123456789abcdef-US6",
+            "0123456789abcdef-6",
+        ] {
+            let error = data_center(bad).unwrap_err();
+            assert_eq!(error.kind(), Kind::InvalidArgument, "{bad}");
+            assert!(error.message().starts_with("api_key"));
+        }
+    }
+
+    #[test]
+    fn tokens_are_long_url_safe_and_distinct() {
+        let a = new_token();
+        let b = new_token();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(plausible_token(&a));
+    }
+
+    #[test]
+    fn only_https_public_urls_make_webhook_urls_unless_allowed() {
+        let base = |url: &str, allow| WebhookBase {
+            public_url: Some(url.into()),
+            allow_insecure: allow,
+        };
+        assert!(base("https://sync.example.com", false).check().is_ok());
+        let refused = base("http://sync.example.com", false).check().unwrap_err();
+        assert_eq!(refused.kind(), Kind::FailedPrecondition);
+        assert_eq!(refused.message(), "webhooks require an HTTPS URL");
+        assert!(base("http://localhost:8080", true).check().is_ok());
+        assert_eq!(
+            WebhookBase::default().check().unwrap_err().kind(),
+            Kind::FailedPrecondition
+        );
+        let url = base("https://sync.example.com/", false)
+            .url_for("abc")
+            .unwrap();
+        assert_eq!(url, "https://sync.example.com/webhooks/mailchimp/abc");
+    }
+
+    #[test]
+    fn key_hint_shows_only_the_last_four_characters() {
+        assert_eq!(key_hint("0123456789abcdef-us6"), "…cdef-us6");
+    }
+}

@@ -1,0 +1,636 @@
+//! What each webhook event does to the store. Every function here runs inside the caller's
+//! write transaction and either changes the store and says so, or changes nothing.
+//!
+//! Ordering rule: a subscription remembers the Mailchimp time of the state it holds
+//! (`last_changed`); an event fired before that time is stale. A contact's profile has its
+//! own time, because profile events from different audiences share one contact. A removed
+//! subscription leaves a tombstone with the removal time, so an older event that arrives
+//! late cannot bring the member back.
+
+use chrono::NaiveDateTime;
+use serde_json::{Map, Value};
+
+use crate::email::EmailIdentity;
+use crate::store::changes::NewChange;
+use crate::store::contacts::{self, ContactRow, NewContact, Profile};
+use crate::store::lists::{self, ListRow};
+use crate::store::subscriptions::{self, MemberState, SubscriptionRow};
+use crate::store::{DbConnection, StoreResult, blacklist, changes};
+use crate::webhook::event::{Event, MemberData};
+
+/// What became of one webhook event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Unchanged,
+    Stale,
+    Ignored,
+    Rejected,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Stale => "stale",
+            Outcome::Ignored => "ignored",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The result of applying an event: its outcome and, for some, a note worth keeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: Outcome,
+    pub note: Option<String>,
+}
+
+impl From<Outcome> for Applied {
+    fn from(outcome: Outcome) -> Self {
+        Applied {
+            outcome,
+            note: None,
+        }
+    }
+}
+
+/// Applies one event of the account, fired at `fired_at`, at wall-clock time `now`.
+pub fn apply(
+    conn: &mut DbConnection,
+    account_id: i64,
+    fired_at: NaiveDateTime,
+    event: &Event,
+    now: NaiveDateTime,
+) -> StoreResult<Applied> {
+    let mut ctx = Ctx {
+        conn,
+        account_id,
+        fired_at,
+        now,
+        changes: Vec::new(),
+    };
+    let applied = ctx.dispatch(event)?;
+    if applied.outcome == Outcome::Applied {
+        changes::insert_all(ctx.conn, &ctx.changes)?;
+    }
+    Ok(applied)
+}
+
+struct Ctx<'a> {
+    conn: &'a mut DbConnection,
+    account_id: i64,
+    fired_at: NaiveDateTime,
+    now: NaiveDateTime,
+    changes: Vec<NewChange>,
+}
+
+/// The state a subscribe, unsubscribe or clean leaves the member in.
+fn target_state(
+    status: &str,
+    reason: Option<&str>,
+    member_id: Option<&str>,
+    fired_at: NaiveDateTime,
+) -> MemberState {
+    let opt_out = status != "subscribed";
+    MemberState {
+        status: status.to_owned(),
+        opt_out,
+        opt_out_datetime: opt_out.then_some(fired_at),
+        opt_out_reason: reason.filter(|_| opt_out).map(str::to_owned),
+        unique_email_id: member_id.map(str::to_owned),
+        last_changed: fired_at,
+    }
+}
+
+impl Ctx<'_> {
+    fn dispatch(&mut self, event: &Event) -> StoreResult<Applied> {
+        match event {
+            Event::Subscribe(member) => self.member_event(member, "subscribed", None, true),
+            Event::Unsubscribe {
+                member,
+                delete: true,
+                ..
+            } => self.delete(member),
+            Event::Unsubscribe { member, reason, .. } => {
+                self.member_event(member, "unsubscribed", reason.as_deref(), false)
+            }
+            Event::Profile(member) => self.profile(member),
+            Event::EmailChanged {
+                list_id,
+                new_id,
+                old_email,
+                new_email,
+                new_email_raw,
+                ..
+            } => self.email_changed(
+                list_id,
+                new_id.as_deref(),
+                old_email,
+                new_email,
+                new_email_raw,
+            ),
+            Event::Cleaned {
+                list_id,
+                email,
+                email_raw,
+                reason,
+                ..
+            } => self.cleaned(list_id, email, email_raw, reason.as_deref()),
+            Event::Campaign { .. } | Event::Unknown { .. } => Ok(Outcome::Ignored.into()),
+        }
+    }
+
+    fn list(&mut self, mailchimp_list_id: &str) -> StoreResult<ListRow> {
+        lists::get_or_create(self.conn, self.account_id, mailchimp_list_id, self.now)
+    }
+
+    /// Whether the address left the audience after this event was fired.
+    fn removed_later(&mut self, list: &ListRow, email: &EmailIdentity) -> StoreResult<bool> {
+        let removed = subscriptions::tombstone(self.conn, list.id, &email.normalized)?;
+        Ok(removed.is_some_and(|at| at > self.fired_at))
+    }
+
+    /// Subscribe and unsubscribe: the member ends in `status` on the audience.
+    fn member_event(
+        &mut self,
+        member: &MemberData,
+        status: &str,
+        reason: Option<&str>,
+        carries_profile: bool,
+    ) -> StoreResult<Applied> {
+        let list = self.list(&member.list_id)?;
+        let state = target_state(status, reason, member.member_id.as_deref(), self.fired_at);
+        let contact = contacts::find_by_email(self.conn, &member.email.normalized)?;
+        let Some(contact) = contact else {
+            if self.removed_later(&list, &member.email)? {
+                return Ok(Outcome::Stale.into());
+            }
+            let contact = self.create_contact(member)?;
+            return self.create_subscription(&contact, &list, &state, kind_of(status));
+        };
+        let held = subscriptions::find(self.conn, contact.id, list.id)?;
+        if self.is_stale(held.as_ref(), &list, &member.email)? {
+            return Ok(Outcome::Stale.into());
+        }
+        let profile_changed = carries_profile && self.update_profile(&contact, member)?;
+        let raw_changed = self.keep_raw_email(&contact, &member.email_raw)?;
+        let outcome = self.set_state(&contact, &list, held, state, kind_of(status))?;
+        if outcome == Outcome::Unchanged && (profile_changed || raw_changed) {
+            self.record(&contact, Some(&list), "profile_updated", None);
+            return Ok(Outcome::Applied.into());
+        }
+        Ok(outcome.into())
+    }
+
+    /// Whether the held subscription, or the removal of the address from the audience, is
+    /// newer than this event.
+    fn is_stale(
+        &mut self,
+        held: Option<&SubscriptionRow>,
+        list: &ListRow,
+        email: &EmailIdentity,
+    ) -> StoreResult<bool> {
+        match held {
+            Some(held) => Ok(self.fired_at < held.last_changed),
+            None => self.removed_later(list, email),
+        }
+    }
+
+    /// Brings an existing contact's subscription to `state`, creating it when missing.
+    /// The caller has checked that the event is not stale.
+    fn set_state(
+        &mut self,
+        contact: &ContactRow,
+        list: &ListRow,
+        held: Option<SubscriptionRow>,
+        mut state: MemberState,
+        kind: &'static str,
+    ) -> StoreResult<Outcome> {
+        let Some(held) = held else {
+            return Ok(self
+                .create_subscription(contact, list, &state, kind)?
+                .outcome);
+        };
+        if state.unique_email_id.is_none() {
+            state.unique_email_id = held.unique_email_id.clone();
+        }
+        if same_status(&held, &state) {
+            // Nothing visible changes, but the newer time must be kept: a late event fired
+            // between the held state and this echo is still older than the truth.
+            self.touch(&held, state.last_changed)?;
+            return Ok(Outcome::Unchanged);
+        }
+        if held.opt_out && state.opt_out {
+            state.opt_out_datetime = held.opt_out_datetime;
+        }
+        subscriptions::set_state(self.conn, held.id, &state, self.now)?;
+        self.record(contact, Some(list), kind, Some(&state));
+        Ok(Outcome::Applied)
+    }
+
+    fn touch(&mut self, held: &SubscriptionRow, last_changed: NaiveDateTime) -> StoreResult<()> {
+        if last_changed > held.last_changed {
+            let state = MemberState {
+                last_changed,
+                ..held.state()
+            };
+            subscriptions::set_state(self.conn, held.id, &state, self.now)?;
+        }
+        Ok(())
+    }
+
+    fn create_contact(&mut self, member: &MemberData) -> StoreResult<ContactRow> {
+        let profile = profile_of(member, &Map::new(), self.fired_at);
+        let new = NewContact {
+            name: &profile.name,
+            first_name: &profile.first_name,
+            last_name: &profile.last_name,
+            email: &member.email_raw,
+            email_normalized: &member.email.normalized,
+            subscriber_hash: &member.email.subscriber_hash,
+            merge_fields: &profile.merge_fields,
+            interests: &profile.interests,
+            tags: "[]",
+            last_changed: Some(self.fired_at),
+            create_date: self.now,
+            write_date: self.now,
+        };
+        contacts::insert(self.conn, &new)
+    }
+
+    fn create_subscription(
+        &mut self,
+        contact: &ContactRow,
+        list: &ListRow,
+        state: &MemberState,
+        kind: &'static str,
+    ) -> StoreResult<Applied> {
+        let hash = &contact.subscriber_hash;
+        subscriptions::insert(self.conn, contact.id, list.id, hash, state, self.now)?;
+        subscriptions::clear_tombstone(self.conn, list.id, &contact.email_normalized)?;
+        self.record(contact, Some(list), kind, Some(state));
+        Ok(Outcome::Applied.into())
+    }
+
+    /// Writes the event's name and merge fields when they are not older than those held.
+    fn update_profile(&mut self, contact: &ContactRow, member: &MemberData) -> StoreResult<bool> {
+        if contact
+            .last_changed
+            .is_some_and(|held| held > self.fired_at)
+        {
+            return Ok(false);
+        }
+        let held_fields = parse_object(&contact.merge_fields);
+        let profile = profile_of(member, &held_fields, self.fired_at);
+        let unchanged = Profile {
+            last_changed: profile.last_changed,
+            ..contact.profile()
+        };
+        if profile == unchanged {
+            if contact.last_changed != profile.last_changed {
+                contacts::set_profile(self.conn, contact.id, &profile, self.now)?;
+            }
+            return Ok(false);
+        }
+        contacts::set_profile(self.conn, contact.id, &profile, self.now)?;
+        Ok(true)
+    }
+
+    fn keep_raw_email(&mut self, contact: &ContactRow, raw: &str) -> StoreResult<bool> {
+        if contact.email == raw {
+            return Ok(false);
+        }
+        contacts::set_raw_email(self.conn, contact.id, raw)?;
+        Ok(true)
+    }
+
+    /// `unsubscribe` with `action=delete`: the member left the audience for good.
+    fn delete(&mut self, member: &MemberData) -> StoreResult<Applied> {
+        let list = self.list(&member.list_id)?;
+        let email = &member.email.normalized;
+        let contact = contacts::find_by_email(self.conn, email)?;
+        let held = match &contact {
+            Some(contact) => subscriptions::find(self.conn, contact.id, list.id)?,
+            None => None,
+        };
+        let (Some(contact), Some(held)) = (contact, held) else {
+            subscriptions::put_tombstone(self.conn, list.id, email, self.fired_at)?;
+            return Ok(Outcome::Unchanged.into());
+        };
+        if self.fired_at < held.last_changed {
+            return Ok(Outcome::Stale.into());
+        }
+        self.remove_subscription(&contact, &list, &held)?;
+        Ok(Outcome::Applied.into())
+    }
+
+    /// Removes the subscription, and the contact with it when it was the last one.
+    fn remove_subscription(
+        &mut self,
+        contact: &ContactRow,
+        list: &ListRow,
+        held: &SubscriptionRow,
+    ) -> StoreResult<()> {
+        subscriptions::delete(self.conn, held.id)?;
+        subscriptions::put_tombstone(self.conn, list.id, &contact.email_normalized, self.fired_at)?;
+        if subscriptions::count_for_contact(self.conn, contact.id)? == 0 {
+            contacts::delete(self.conn, contact.id)?;
+            self.record(contact, Some(list), "contact_removed", None);
+        } else {
+            self.record(contact, Some(list), "subscription_removed", None);
+        }
+        Ok(())
+    }
+
+    /// `profile`: new name, merge fields, and possibly a new address.
+    fn profile(&mut self, member: &MemberData) -> StoreResult<Applied> {
+        let list = self.list(&member.list_id)?;
+        let by_email = contacts::find_by_email(self.conn, &member.email.normalized)?;
+        if let Some(contact) = by_email {
+            return self.profile_of_known(&contact, &list, member);
+        }
+        let moved = match &member.member_id {
+            Some(id) => subscriptions::find_by_member_id(self.conn, list.id, id)?,
+            None => None,
+        };
+        match moved {
+            Some(held) if self.fired_at < held.last_changed => Ok(Outcome::Stale.into()),
+            Some(held) => {
+                let from = contacts::get(self.conn, held.contact_id)?;
+                let to = self.move_subscription(
+                    &from,
+                    &list,
+                    &held,
+                    member.email.clone(),
+                    &member.email_raw,
+                )?;
+                self.update_profile(&to, member)?;
+                Ok(Outcome::Applied.into())
+            }
+            // The member is on the audience; the store mirrors it as subscribed until a
+            // fetch says otherwise.
+            None => self.member_event(member, "subscribed", None, true),
+        }
+    }
+
+    fn profile_of_known(
+        &mut self,
+        contact: &ContactRow,
+        list: &ListRow,
+        member: &MemberData,
+    ) -> StoreResult<Applied> {
+        let held = subscriptions::find(self.conn, contact.id, list.id)?;
+        if held
+            .as_ref()
+            .is_some_and(|held| self.fired_at < held.last_changed)
+        {
+            return Ok(Outcome::Stale.into());
+        }
+        let Some(held) = held else {
+            return self.member_event(member, "subscribed", None, true);
+        };
+        let changed = self.update_profile(contact, member)?
+            | self.keep_raw_email(contact, &member.email_raw)?;
+        self.touch(&held, self.fired_at)?;
+        if !changed {
+            return Ok(Outcome::Unchanged.into());
+        }
+        self.record(contact, Some(list), "profile_updated", Some(&held.state()));
+        Ok(Outcome::Applied.into())
+    }
+
+    /// `upemail`: the member of this audience now has another address.
+    fn email_changed(
+        &mut self,
+        list_id: &str,
+        new_id: Option<&str>,
+        old: &EmailIdentity,
+        new: &EmailIdentity,
+        new_raw: &str,
+    ) -> StoreResult<Applied> {
+        let list = self.list(list_id)?;
+        let from = contacts::find_by_email(self.conn, &old.normalized)?;
+        let held = match &from {
+            Some(contact) => subscriptions::find(self.conn, contact.id, list.id)?,
+            None => None,
+        };
+        let (Some(from), Some(mut held)) = (from, held) else {
+            let note = "the old address is not on this audience in the store";
+            return Ok(Applied {
+                outcome: Outcome::Unchanged,
+                note: Some(note.into()),
+            });
+        };
+        if self.fired_at < held.last_changed {
+            return Ok(Outcome::Stale.into());
+        }
+        if let Some(new_id) = new_id {
+            held.unique_email_id = Some(new_id.to_owned());
+        }
+        self.move_subscription(&from, &list, &held, new.clone(), new_raw)?;
+        Ok(Outcome::Applied.into())
+    }
+
+    /// Moves one audience's subscription from `from` to the contact holding `to`, renaming
+    /// `from` in place when it has nothing else and the address is new to the store, and
+    /// merging into the existing contact otherwise. Returns the contact now holding it.
+    fn move_subscription(
+        &mut self,
+        from: &ContactRow,
+        list: &ListRow,
+        held: &SubscriptionRow,
+        to: EmailIdentity,
+        to_raw: &str,
+    ) -> StoreResult<ContactRow> {
+        let existing = contacts::find_by_email(self.conn, &to.normalized)?;
+        let only_one = subscriptions::count_for_contact(self.conn, from.id)? == 1;
+        let state = MemberState {
+            last_changed: self.fired_at,
+            ..held.state()
+        };
+        subscriptions::put_tombstone(self.conn, list.id, &from.email_normalized, self.fired_at)?;
+        subscriptions::clear_tombstone(self.conn, list.id, &to.normalized)?;
+        if existing.is_none() && only_one {
+            let now = self.now;
+            contacts::set_email(
+                self.conn,
+                from.id,
+                to_raw,
+                &to.normalized,
+                &to.subscriber_hash,
+                now,
+            )?;
+            subscriptions::set_hash(self.conn, held.id, &to.subscriber_hash)?;
+            subscriptions::set_state(self.conn, held.id, &state, now)?;
+            let moved = contacts::get(self.conn, from.id)?;
+            self.record(&moved, Some(list), "email_changed", Some(&state));
+            return Ok(moved);
+        }
+        let target = match existing {
+            Some(contact) => contact,
+            None => self.copy_contact(from, &to, to_raw)?,
+        };
+        self.merge_subscription(&target, list, held, &state)?;
+        if subscriptions::count_for_contact(self.conn, from.id)? == 0 {
+            contacts::delete(self.conn, from.id)?;
+            self.record(from, Some(list), "contact_removed", None);
+        } else {
+            self.record(from, Some(list), "subscription_removed", None);
+        }
+        self.record(&target, Some(list), "email_changed", Some(&state));
+        Ok(target)
+    }
+
+    /// Gives `target` the moved subscription; when it already has one on the audience, the
+    /// newer of the two states wins.
+    fn merge_subscription(
+        &mut self,
+        target: &ContactRow,
+        list: &ListRow,
+        held: &SubscriptionRow,
+        state: &MemberState,
+    ) -> StoreResult<()> {
+        match subscriptions::find(self.conn, target.id, list.id)? {
+            Some(theirs) => {
+                if theirs.last_changed <= state.last_changed {
+                    subscriptions::set_state(self.conn, theirs.id, state, self.now)?;
+                }
+                subscriptions::delete(self.conn, held.id)
+            }
+            None => {
+                let hash = &target.subscriber_hash;
+                subscriptions::reassign(self.conn, held.id, target.id, hash, self.now)?;
+                subscriptions::set_state(self.conn, held.id, state, self.now)
+            }
+        }
+    }
+
+    fn copy_contact(
+        &mut self,
+        from: &ContactRow,
+        to: &EmailIdentity,
+        to_raw: &str,
+    ) -> StoreResult<ContactRow> {
+        let new = NewContact {
+            name: &from.name,
+            first_name: &from.first_name,
+            last_name: &from.last_name,
+            email: to_raw,
+            email_normalized: &to.normalized,
+            subscriber_hash: &to.subscriber_hash,
+            merge_fields: &from.merge_fields,
+            interests: &from.interests,
+            tags: &from.tags,
+            last_changed: from.last_changed,
+            create_date: self.now,
+            write_date: self.now,
+        };
+        contacts::insert(self.conn, &new)
+    }
+
+    /// `cleaned`: the address bounced hard or complained; it is blacklisted everywhere and
+    /// opted out of this audience.
+    fn cleaned(
+        &mut self,
+        list_id: &str,
+        email: &EmailIdentity,
+        email_raw: &str,
+        reason: Option<&str>,
+    ) -> StoreResult<Applied> {
+        let member = MemberData {
+            list_id: list_id.to_owned(),
+            member_id: None,
+            email: email.clone(),
+            email_raw: email_raw.to_owned(),
+            first_name: String::new(),
+            last_name: String::new(),
+            merge_fields: Map::new(),
+            interests: Vec::new(),
+        };
+        let applied = self.member_event(&member, "cleaned", reason.or(Some("cleaned")), false)?;
+        if applied.outcome == Outcome::Stale {
+            return Ok(applied);
+        }
+        let reason = format!(
+            "cleaned by Mailchimp ({})",
+            reason.unwrap_or("unknown reason")
+        );
+        let listed = blacklist::add(self.conn, &email.normalized, &reason, self.now)?;
+        if !listed || applied.outcome == Outcome::Applied {
+            return Ok(applied);
+        }
+        let contact = contacts::find_by_email(self.conn, &email.normalized)?;
+        if let Some(contact) = contact {
+            let list = self.list(list_id)?;
+            self.record(&contact, Some(&list), "blacklisted", None);
+        }
+        Ok(Outcome::Applied.into())
+    }
+
+    /// Adds a change-feed entry; one per contact per event, the last word winning.
+    fn record(
+        &mut self,
+        contact: &ContactRow,
+        list: Option<&ListRow>,
+        kind: &'static str,
+        state: Option<&MemberState>,
+    ) {
+        self.changes
+            .retain(|change| change.contact_id != contact.id);
+        self.changes.push(NewChange {
+            contact_id: contact.id,
+            email_normalized: contact.email_normalized.clone(),
+            list_id: list.map(|list| list.id),
+            mailchimp_list_id: list.map(|list| list.mailchimp_list_id.clone()),
+            kind,
+            status: state.map(|state| state.status.clone()),
+            opt_out: state.map(|state| state.opt_out),
+            create_date: self.now,
+        });
+    }
+}
+
+fn kind_of(status: &str) -> &'static str {
+    match status {
+        "subscribed" => "subscribed",
+        "cleaned" => "cleaned",
+        _ => "unsubscribed",
+    }
+}
+
+fn same_status(held: &SubscriptionRow, state: &MemberState) -> bool {
+    held.status == state.status
+        && held.opt_out == state.opt_out
+        && (held.opt_out_reason == state.opt_out_reason || !state.opt_out)
+        && held.unique_email_id == state.unique_email_id
+}
+
+fn parse_object(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The profile an event describes, its merge fields laid over those already held.
+fn profile_of(member: &MemberData, held: &Map<String, Value>, at: NaiveDateTime) -> Profile {
+    let mut fields = held.clone();
+    fields.extend(
+        member
+            .merge_fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    Profile {
+        name: member.full_name(),
+        first_name: member.first_name.clone(),
+        last_name: member.last_name.clone(),
+        merge_fields: Value::Object(fields).to_string(),
+        interests: Value::from(member.interests.clone()).to_string(),
+        last_changed: Some(at),
+    }
+}

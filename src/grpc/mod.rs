@@ -1,0 +1,91 @@
+//! The gRPC face: package `mailchimp_sync.v1`, with server reflection and `grpc.health.v1`
+//! always on, so `grpcurl` works with no `.proto` at hand. Each service turns requests into
+//! domain calls and domain results into messages; none of them touches the store directly.
+
+mod accounts;
+mod contacts;
+mod convert;
+mod events;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Router;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::app::AppState;
+
+/// The generated messages, servers and clients.
+pub mod pb {
+    tonic::include_proto!("mailchimp_sync.v1");
+
+    /// The descriptor set that reflection serves.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("mailchimp_sync_descriptor");
+}
+
+use pb::account_service_server::AccountServiceServer;
+use pb::audience_service_server::AudienceServiceServer;
+use pb::blacklist_service_server::BlacklistServiceServer;
+use pb::contact_service_server::ContactServiceServer;
+use pb::webhook_event_service_server::WebhookEventServiceServer;
+
+const SERVICES: [&str; 5] = [
+    "mailchimp_sync.v1.AccountService",
+    "mailchimp_sync.v1.AudienceService",
+    "mailchimp_sync.v1.ContactService",
+    "mailchimp_sync.v1.BlacklistService",
+    "mailchimp_sync.v1.WebhookEventService",
+];
+
+/// Builds the server with every service; health reports not serving until [`mark_serving`].
+pub fn server(state: AppState) -> anyhow::Result<(Router, HealthReporter)> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AccountServiceServer::new(accounts::Accounts(state.clone())))
+        .add_service(AudienceServiceServer::new(accounts::Audiences(
+            state.clone(),
+        )))
+        .add_service(ContactServiceServer::new(contacts::Contacts(state.clone())))
+        .add_service(BlacklistServiceServer::new(contacts::Blacklist(
+            state.clone(),
+        )))
+        .add_service(WebhookEventServiceServer::new(events::WebhookEvents(state)));
+    Ok((router, health))
+}
+
+pub async fn mark_serving(health: &HealthReporter) {
+    health.set_service_status("", ServingStatus::Serving).await;
+    for service in SERVICES {
+        health
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
+}
+
+/// Serves until `stop` turns true, then lets the calls in flight finish.
+pub async fn serve(
+    router: Router,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! The HTTP listener: the webhook routes, health and readiness, a body limit, and one
+//! access-log line per request. The log shows the matched route, so the webhook token in
+//! the path never reaches it.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::AppState;
+use crate::webhook;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/webhooks/mailchimp/{token}",
+            get(webhook::check_url).post(webhook::receive),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(webhook::MAX_BODY))
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+/// Serves until `stop` turns true, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready once migrations ran and both listeners serve, and while the database answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    let database = tokio::task::spawn_blocking(move || store.is_ready())
+        .await
+        .unwrap_or(false);
+    if state.ready.load(Ordering::SeqCst) && database {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+}
+
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    tracing::debug!(
+        http.method = %method,
+        http.route = %route,
+        http.status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "http request"
+    );
+    response
+}

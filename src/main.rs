@@ -1,0 +1,170 @@
+//! The `mailchimp-sync` binary: parses the command line, sets up logging, and calls into
+//! the library.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mailchimp_sync::app::{self, Config};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// Keeps an Odoo database's mailing contacts in step with Mailchimp audiences.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "MAILCHIMP_SYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the service: the webhook endpoint over HTTP and the control plane over gRPC.
+    /// Migrations run first.
+    Serve(ServeArgs),
+    /// Runs the database migrations and exits.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Args)]
+struct DatabaseArgs {
+    /// Database URL: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        env = "MAILCHIMP_SYNC_DATABASE_URL",
+        default_value = "sqlite://mailchimp-sync.db"
+    )]
+    database_url: String,
+
+    /// Most database connections the pool opens.
+    #[arg(long, env = "MAILCHIMP_SYNC_DB_CONNECTIONS", default_value_t = 8)]
+    db_connections: u32,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+
+    /// Address of the HTTP listener (webhooks, /healthz, /readyz).
+    #[arg(long, env = "MAILCHIMP_SYNC_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+
+    /// Address of the gRPC listener (control plane, reflection, health).
+    #[arg(
+        long,
+        env = "MAILCHIMP_SYNC_GRPC_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    grpc_addr: SocketAddr,
+
+    /// Public base URL of the HTTP listener, as Mailchimp reaches it; generated webhook URLs
+    /// start with it. Must be https:// unless --allow-insecure-webhook-url is given.
+    #[arg(long, env = "MAILCHIMP_SYNC_PUBLIC_URL")]
+    public_url: Option<String>,
+
+    /// Allows an http:// public URL, for local trials only: Mailchimp would send contact
+    /// data in clear text.
+    #[arg(long, env = "MAILCHIMP_SYNC_ALLOW_INSECURE_WEBHOOK_URL")]
+    allow_insecure_webhook_url: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error.into()),
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Migrate(args) => migrate(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_env("MAILCHIMP_SYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn config(database: &DatabaseArgs) -> Config {
+    Config {
+        database_url: database.database_url.clone(),
+        public_url: None,
+        allow_insecure_webhook_url: false,
+        max_db_connections: database.db_connections,
+    }
+}
+
+fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
+    app::open_store(&config(args))?;
+    tracing::info!("database is up to date");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config {
+        public_url: args.public_url.clone(),
+        allow_insecure_webhook_url: args.allow_insecure_webhook_url,
+        ..config(&args.database)
+    };
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http-addr)", args.http_addr))?;
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--grpc-addr)", args.grpc_addr))?;
+    let running = app::start(config, http, grpc).await?;
+    let stop = running.stop_handle();
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = running.wait_for_stop_signal() => {}
+    }
+    let _ = stop.send(true);
+    running.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,105 @@
+//! `mailchimp_account`: API credentials and the webhook token of each Mailchimp account.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::mailchimp_account as table;
+use super::{DbConnection, StoreError, StoreResult, on_backend};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = table)]
+pub struct AccountRow {
+    pub id: i64,
+    pub name: String,
+    pub api_key: String,
+    pub data_center: String,
+    pub api_base_url: Option<String>,
+    pub webhook_token: Option<String>,
+    pub webhook_token_hash: Option<String>,
+    pub webhook_active: bool,
+    pub webhook_signing_secret: Option<String>,
+    pub create_date: NaiveDateTime,
+    pub write_date: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = table)]
+pub struct NewAccount<'a> {
+    pub name: &'a str,
+    pub api_key: &'a str,
+    pub data_center: &'a str,
+    pub api_base_url: Option<&'a str>,
+    pub create_date: NaiveDateTime,
+    pub write_date: NaiveDateTime,
+}
+
+/// Columns to change; `None` keeps the stored value.
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = table)]
+pub struct AccountChanges {
+    pub name: Option<String>,
+    pub api_key: Option<String>,
+    pub data_center: Option<String>,
+    pub api_base_url: Option<Option<String>>,
+    pub webhook_active: Option<bool>,
+    pub webhook_signing_secret: Option<Option<String>>,
+    pub webhook_token: Option<Option<String>>,
+    pub webhook_token_hash: Option<Option<String>>,
+    pub write_date: Option<NaiveDateTime>,
+}
+
+pub fn insert(conn: &mut DbConnection, new: &NewAccount<'_>) -> StoreResult<AccountRow> {
+    let row = on_backend!(conn, c => diesel::insert_into(table::table)
+        .values(new)
+        .returning(AccountRow::as_returning())
+        .get_result(c))?;
+    Ok(row)
+}
+
+pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<AccountRow> {
+    Ok(table::table
+        .find(id)
+        .select(AccountRow::as_select())
+        .first(conn)?)
+}
+
+pub fn list(conn: &mut DbConnection) -> StoreResult<Vec<AccountRow>> {
+    Ok(table::table
+        .order(table::id)
+        .select(AccountRow::as_select())
+        .load(conn)?)
+}
+
+pub fn update(
+    conn: &mut DbConnection,
+    id: i64,
+    changes: &AccountChanges,
+) -> StoreResult<AccountRow> {
+    let updated = diesel::update(table::table.find(id))
+        .set(changes)
+        .execute(conn)?;
+    if updated == 0 {
+        return Err(StoreError::NotFound);
+    }
+    get(conn, id)
+}
+
+pub fn delete(conn: &mut DbConnection, id: i64) -> StoreResult<()> {
+    match diesel::delete(table::table.find(id)).execute(conn)? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+/// The account whose webhook token hashes to `token_hash`. The caller still compares the
+/// token itself in constant time: the index lookup only narrows the candidates.
+pub fn find_by_token_hash(
+    conn: &mut DbConnection,
+    token_hash: &str,
+) -> StoreResult<Option<AccountRow>> {
+    Ok(table::table
+        .filter(table::webhook_token_hash.eq(token_hash))
+        .select(AccountRow::as_select())
+        .first(conn)
+        .optional()?)
+}

@@ -1,0 +1,183 @@
+//! `mailing_contact`: one row per normalized address, as Odoo's `mailing.contact`.
+//! Merge fields, interests and tags are JSON text, kept as received.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{mailing_contact as table, mailing_subscription};
+use super::{DbConnection, StoreResult, on_backend};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = table)]
+pub struct ContactRow {
+    pub id: i64,
+    pub name: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub email_normalized: String,
+    pub subscriber_hash: String,
+    pub merge_fields: String,
+    pub interests: String,
+    pub tags: String,
+    /// The Mailchimp time of the profile held (name, merge fields).
+    pub last_changed: Option<NaiveDateTime>,
+    pub create_date: NaiveDateTime,
+    pub write_date: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = table)]
+pub struct NewContact<'a> {
+    pub name: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub email: &'a str,
+    pub email_normalized: &'a str,
+    pub subscriber_hash: &'a str,
+    pub merge_fields: &'a str,
+    pub interests: &'a str,
+    pub tags: &'a str,
+    pub last_changed: Option<NaiveDateTime>,
+    pub create_date: NaiveDateTime,
+    pub write_date: NaiveDateTime,
+}
+
+/// The profile part of a contact, written as a whole.
+#[derive(Debug, Clone, PartialEq, AsChangeset)]
+#[diesel(table_name = table)]
+pub struct Profile {
+    pub name: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub merge_fields: String,
+    pub interests: String,
+    pub last_changed: Option<NaiveDateTime>,
+}
+
+impl ContactRow {
+    pub fn profile(&self) -> Profile {
+        Profile {
+            name: self.name.clone(),
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+            merge_fields: self.merge_fields.clone(),
+            interests: self.interests.clone(),
+            last_changed: self.last_changed,
+        }
+    }
+}
+
+pub fn insert(conn: &mut DbConnection, new: &NewContact<'_>) -> StoreResult<ContactRow> {
+    let row = on_backend!(conn, c => diesel::insert_into(table::table)
+        .values(new)
+        .returning(ContactRow::as_returning())
+        .get_result(c))?;
+    Ok(row)
+}
+
+pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<ContactRow> {
+    Ok(table::table
+        .find(id)
+        .select(ContactRow::as_select())
+        .first(conn)?)
+}
+
+pub fn find_by_email(
+    conn: &mut DbConnection,
+    email_normalized: &str,
+) -> StoreResult<Option<ContactRow>> {
+    Ok(table::table
+        .filter(table::email_normalized.eq(email_normalized))
+        .select(ContactRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn set_profile(
+    conn: &mut DbConnection,
+    id: i64,
+    profile: &Profile,
+    now: NaiveDateTime,
+) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set((profile, table::write_date.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Gives the contact another address (an email change made in Mailchimp).
+pub fn set_email(
+    conn: &mut DbConnection,
+    id: i64,
+    email: &str,
+    email_normalized: &str,
+    subscriber_hash: &str,
+    now: NaiveDateTime,
+) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set((
+            table::email.eq(email),
+            table::email_normalized.eq(email_normalized),
+            table::subscriber_hash.eq(subscriber_hash),
+            table::write_date.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Keeps the address as Mailchimp last spelled it, when only its case changed.
+pub fn set_raw_email(conn: &mut DbConnection, id: i64, email: &str) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set(table::email.eq(email))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn delete(conn: &mut DbConnection, id: i64) -> StoreResult<()> {
+    diesel::delete(table::table.find(id)).execute(conn)?;
+    Ok(())
+}
+
+pub fn count(conn: &mut DbConnection) -> StoreResult<i64> {
+    Ok(table::table.count().get_result(conn)?)
+}
+
+/// Which contacts a listing shows.
+#[derive(Debug, Default, Clone)]
+pub struct ContactFilter {
+    pub list_id: Option<i64>,
+    pub status: Option<String>,
+}
+
+/// Contacts with an id above `after_id`, in id order, matching the filter.
+pub fn page(
+    conn: &mut DbConnection,
+    filter: &ContactFilter,
+    after_id: i64,
+    limit: i64,
+) -> StoreResult<Vec<ContactRow>> {
+    if filter.list_id.is_none() && filter.status.is_none() {
+        return Ok(table::table
+            .filter(table::id.gt(after_id))
+            .order(table::id)
+            .limit(limit)
+            .select(ContactRow::as_select())
+            .load(conn)?);
+    }
+    let mut query = table::table
+        .inner_join(mailing_subscription::table)
+        .filter(table::id.gt(after_id))
+        .order(table::id)
+        .limit(limit)
+        .select(ContactRow::as_select())
+        .distinct()
+        .into_boxed();
+    if let Some(list_id) = filter.list_id {
+        query = query.filter(mailing_subscription::list_id.eq(list_id));
+    }
+    if let Some(status) = &filter.status {
+        query = query.filter(mailing_subscription::status.eq(status.clone()));
+    }
+    Ok(query.load(conn)?)
+}

@@ -1,0 +1,121 @@
+//! `webhook_event`: every webhook request received, with its raw body and outcome, so that
+//! nothing Mailchimp sent is lost and any event can be replayed.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::DbConnection;
+use super::StoreResult;
+use super::schema::webhook_event as table;
+
+/// An event without its body, for listings.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = table)]
+pub struct EventSummary {
+    pub id: i64,
+    pub account_id: i64,
+    pub mailchimp_list_id: Option<String>,
+    pub event_type: Option<String>,
+    pub fired_at: Option<NaiveDateTime>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub received_date: NaiveDateTime,
+    pub replay_count: i32,
+    #[diesel(select_expression = length(table::raw_body))]
+    #[diesel(select_expression_type = length<table::raw_body>)]
+    pub body_size: i32,
+}
+
+diesel::define_sql_function! {
+    /// Bytes in a blob, on both backends.
+    fn length(x: diesel::sql_types::Binary) -> diesel::sql_types::Integer;
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = table)]
+pub struct NewEvent<'a> {
+    pub account_id: i64,
+    pub mailchimp_list_id: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    pub fired_at: Option<NaiveDateTime>,
+    pub raw_body: &'a [u8],
+    pub outcome: &'a str,
+    pub error: Option<&'a str>,
+    pub received_date: NaiveDateTime,
+}
+
+pub fn insert(conn: &mut DbConnection, new: &NewEvent<'_>) -> StoreResult<()> {
+    diesel::insert_into(table::table)
+        .values(new)
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<EventSummary> {
+    Ok(table::table
+        .find(id)
+        .select(EventSummary::as_select())
+        .first(conn)?)
+}
+
+pub fn raw_body(conn: &mut DbConnection, id: i64) -> StoreResult<Vec<u8>> {
+    Ok(table::table.find(id).select(table::raw_body).first(conn)?)
+}
+
+/// Which events a listing shows.
+#[derive(Debug, Default, Clone)]
+pub struct EventFilter {
+    pub outcome: Option<String>,
+    pub account_id: Option<i64>,
+}
+
+/// Events newest first, below `before_id` (0 for the first page).
+pub fn page(
+    conn: &mut DbConnection,
+    filter: &EventFilter,
+    before_id: i64,
+    limit: i64,
+) -> StoreResult<Vec<EventSummary>> {
+    let mut query = table::table
+        .order(table::id.desc())
+        .limit(limit)
+        .select(EventSummary::as_select())
+        .into_boxed();
+    if before_id > 0 {
+        query = query.filter(table::id.lt(before_id));
+    }
+    if let Some(outcome) = &filter.outcome {
+        query = query.filter(table::outcome.eq(outcome.clone()));
+    }
+    if let Some(account_id) = filter.account_id {
+        query = query.filter(table::account_id.eq(account_id));
+    }
+    Ok(query.load(conn)?)
+}
+
+/// Stores the outcome of applying the event again.
+pub fn record_replay(
+    conn: &mut DbConnection,
+    id: i64,
+    outcome: &str,
+    error: Option<&str>,
+) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set((
+            table::outcome.eq(outcome),
+            table::error.eq(error),
+            table::replay_count.eq(table::replay_count + 1),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The most recent event of the account, newest first; for tests and operators.
+pub fn latest(conn: &mut DbConnection, account_id: i64) -> StoreResult<Option<EventSummary>> {
+    Ok(table::table
+        .filter(table::account_id.eq(account_id))
+        .order(table::id.desc())
+        .select(EventSummary::as_select())
+        .first(conn)
+        .optional()?)
+}

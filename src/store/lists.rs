@@ -1,0 +1,82 @@
+//! `mailing_list`: one row per Mailchimp audience of an account.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::mailing_list as table;
+use super::{DbConnection, StoreResult, on_backend};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = table)]
+pub struct ListRow {
+    pub id: i64,
+    pub account_id: i64,
+    pub mailchimp_list_id: String,
+    pub name: String,
+    pub member_count: i64,
+    pub fetch_cursor: Option<NaiveDateTime>,
+    pub last_fetch_date: Option<NaiveDateTime>,
+    pub webhook_registered: bool,
+    pub create_date: NaiveDateTime,
+    pub write_date: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = table)]
+struct NewList<'a> {
+    account_id: i64,
+    mailchimp_list_id: &'a str,
+    create_date: NaiveDateTime,
+    write_date: NaiveDateTime,
+}
+
+pub fn find(
+    conn: &mut DbConnection,
+    account_id: i64,
+    mailchimp_list_id: &str,
+) -> StoreResult<Option<ListRow>> {
+    Ok(table::table
+        .filter(table::account_id.eq(account_id))
+        .filter(table::mailchimp_list_id.eq(mailchimp_list_id))
+        .select(ListRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The audience, created with an empty name when this is the first the store hears of it.
+pub fn get_or_create(
+    conn: &mut DbConnection,
+    account_id: i64,
+    mailchimp_list_id: &str,
+    now: NaiveDateTime,
+) -> StoreResult<ListRow> {
+    if let Some(row) = find(conn, account_id, mailchimp_list_id)? {
+        return Ok(row);
+    }
+    let new = NewList {
+        account_id,
+        mailchimp_list_id,
+        create_date: now,
+        write_date: now,
+    };
+    let row = on_backend!(conn, c => diesel::insert_into(table::table)
+        .values(&new)
+        .returning(ListRow::as_returning())
+        .get_result(c))?;
+    Ok(row)
+}
+
+pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<ListRow> {
+    Ok(table::table
+        .find(id)
+        .select(ListRow::as_select())
+        .first(conn)?)
+}
+
+pub fn for_account(conn: &mut DbConnection, account_id: i64) -> StoreResult<Vec<ListRow>> {
+    Ok(table::table
+        .filter(table::account_id.eq(account_id))
+        .order(table::id)
+        .select(ListRow::as_select())
+        .load(conn)?)
+}

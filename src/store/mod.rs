@@ -1,0 +1,296 @@
+//! The data layer: one connection type over SQLite and PostgreSQL, an r2d2 pool, the embedded
+//! migrations, and one file of queries per table. Callers hand a `&mut DbConnection` to the
+//! query functions; nothing outside this module builds SQL.
+//!
+//! diesel's `MultiConnection` covers the SQL both backends share. `ON CONFLICT` and
+//! `RETURNING` are not part of that subset, so the few queries that need them match on the
+//! connection's variant through [`on_backend!`], which compiles the same DSL once per backend.
+
+pub mod accounts;
+pub mod blacklist;
+pub mod changes;
+pub mod contacts;
+pub mod events;
+pub mod lists;
+pub mod schema;
+pub mod subscriptions;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::r2d2::{self, CustomizeConnection, ManageConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to whichever database the URL named.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// The backend type diesel generated for [`DbConnection`].
+pub type Db = <DbConnection as Connection>::Backend;
+
+/// Runs the same expression against the concrete connection inside a [`DbConnection`], for
+/// queries outside the portable subset (`ON CONFLICT`, `RETURNING`, locks).
+#[macro_export]
+macro_rules! on_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::store::DbConnection::Postgresql($c) => $body,
+            $crate::store::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+pub use on_backend;
+
+/// What can go wrong below the domain. The domain decides what each means to a caller.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("not found")]
+    NotFound,
+    #[error("a row with the same key exists")]
+    Conflict(#[source] DieselError),
+    #[error("database query failed")]
+    Query(#[source] DieselError),
+    #[error("invalid database URL: {0}")]
+    BadUrl(String),
+    #[error("migrations failed: {0}")]
+    Migration(String),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(error: DieselError) -> Self {
+        match error {
+            DieselError::NotFound => StoreError::NotFound,
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                StoreError::Conflict(error)
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | DieselError::BrokenTransactionManager => StoreError::Unavailable(Box::new(error)),
+            other => StoreError::Query(other),
+        }
+    }
+}
+
+impl From<r2d2::PoolError> for StoreError {
+    fn from(error: r2d2::PoolError) -> Self {
+        StoreError::Unavailable(Box::new(error))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database a URL names, decided from its scheme alone: SQLite accepts almost any
+/// string as a file name, so trying backends in turn would pick SQLite for a mistyped URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend and the string its driver expects.
+    pub fn parse(url: &str) -> StoreResult<(Backend, String)> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok((Backend::Postgres, url.to_owned()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| {
+                StoreError::BadUrl("expected sqlite://PATH or postgres://…".to_owned())
+            })?;
+        if path.is_empty() || path.contains(":memory:") {
+            return Err(StoreError::BadUrl(
+                "the SQLite URL needs a file path".to_owned(),
+            ));
+        }
+        Ok((Backend::Sqlite, path.to_owned()))
+    }
+}
+
+/// Opens connections for the pool, each of the backend the URL named.
+#[derive(Debug)]
+pub struct Manager {
+    backend: Backend,
+    target: String,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        let conn = match self.backend {
+            Backend::Postgres => {
+                PgConnection::establish(&self.target).map(DbConnection::Postgresql)
+            }
+            Backend::Sqlite => SqliteConnection::establish(&self.target).map(DbConnection::Sqlite),
+        };
+        conn.map_err(r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+/// SQLite set up for a server: WAL so readers never wait for the writer, foreign keys on,
+/// a busy timeout instead of instant `SQLITE_BUSY`, and full sync so that a committed
+/// event survives a power cut.
+#[derive(Debug)]
+struct SqliteSetup;
+
+impl CustomizeConnection<DbConnection, r2d2::Error> for SqliteSetup {
+    fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        if let DbConnection::Sqlite(c) = conn {
+            c.batch_execute(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+
+/// The shared handle on the database: cheap to clone, safe to send across tasks.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Builds the pool without connecting; the first use reports an unreachable database.
+    pub fn open(url: &str, max_connections: u32) -> StoreResult<Store> {
+        let (backend, target) = Backend::parse(url)?;
+        let pool = r2d2::Pool::builder()
+            .max_size(max_connections)
+            .min_idle(Some(0))
+            .connection_timeout(Duration::from_secs(5))
+            .connection_customizer(Box::new(SqliteSetup))
+            .build_unchecked(Manager { backend, target });
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A connection from the pool, blocking up to the pool's timeout.
+    pub fn connection(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Runs blocking database work on tokio's blocking threads, never on the async ones.
+    pub async fn run<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|join| StoreError::Unavailable(Box::new(join)))?
+    }
+
+    /// Applies every pending migration; returns the versions it ran.
+    pub fn migrate(&self) -> StoreResult<Vec<String>> {
+        let mut conn = self.connection()?;
+        run_migrations(&mut conn)
+    }
+
+    /// Whether the database answers and every migration has run.
+    pub fn is_ready(&self) -> bool {
+        let Ok(mut conn) = self.pool.get() else {
+            return false;
+        };
+        let migrations = migrations_for(&conn);
+        on_backend!(&mut *conn, c => c.has_pending_migration(migrations))
+            .is_ok_and(|pending| !pending)
+    }
+}
+
+fn migrations_for(conn: &DbConnection) -> EmbeddedMigrations {
+    match conn {
+        DbConnection::Postgresql(_) => POSTGRES_MIGRATIONS,
+        DbConnection::Sqlite(_) => SQLITE_MIGRATIONS,
+    }
+}
+
+/// Applies every pending migration on one connection.
+pub fn run_migrations(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
+    let migrations = migrations_for(conn);
+    let ran = on_backend!(conn, c => c.run_pending_migrations(migrations).map(versions))
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    Ok(ran)
+}
+
+/// Reverts every applied migration, newest first; used to prove each `down.sql` works.
+pub fn revert_all_migrations(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
+    let migrations = migrations_for(conn);
+    on_backend!(conn, c => c.revert_all_migrations(migrations).map(versions))
+        .map_err(|e| StoreError::Migration(e.to_string()))
+}
+
+fn versions(list: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+/// Runs `work` in a write transaction that every writer, in this process or another replica,
+/// takes in turn. Serial writers keep the change feed's sequence in commit order, so a reader
+/// that resumes after the last sequence it saw never skips a change committed later.
+/// Nested `transaction` calls inside `work` become savepoints.
+pub fn write_transaction<T, F>(conn: &mut DbConnection, work: F) -> StoreResult<T>
+where
+    F: FnOnce(&mut DbConnection) -> StoreResult<T>,
+{
+    // SQLite: IMMEDIATE takes the write lock up front, so the busy timeout applies, instead of
+    // failing when a read transaction later tries to upgrade.
+    let begin = match conn {
+        DbConnection::Sqlite(_) => "BEGIN IMMEDIATE",
+        DbConnection::Postgresql(_) => "BEGIN",
+    };
+    on_backend!(&mut *conn, c => AnsiTransactionManager::begin_transaction_sql(c, begin))?;
+    let result = serialize_writers(conn).and_then(|()| work(conn));
+    match result {
+        Ok(value) => {
+            on_backend!(&mut *conn, c => AnsiTransactionManager::commit_transaction(c))?;
+            Ok(value)
+        }
+        Err(error) => {
+            // A failed rollback means the connection is gone; the error that caused it matters more.
+            let _ = on_backend!(&mut *conn, c => AnsiTransactionManager::rollback_transaction(c));
+            Err(error)
+        }
+    }
+}
+
+fn serialize_writers(conn: &mut DbConnection) -> StoreResult<()> {
+    if let DbConnection::Postgresql(c) = conn {
+        c.batch_execute("SELECT pg_advisory_xact_lock(7305001)")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! `mailing_subscription` (contact × audience, as Odoo's `mailing.subscription`) and
+//! `sync_tombstone`, the trace a removed subscription leaves so late events stay dead.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{mailing_list, mailing_subscription as table, sync_tombstone};
+use super::{DbConnection, StoreResult, on_backend};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = table)]
+pub struct SubscriptionRow {
+    pub id: i64,
+    pub contact_id: i64,
+    pub list_id: i64,
+    pub status: String,
+    pub opt_out: bool,
+    pub opt_out_datetime: Option<NaiveDateTime>,
+    pub opt_out_reason: Option<String>,
+    pub unique_email_id: Option<String>,
+    pub subscriber_hash: String,
+    pub last_changed: NaiveDateTime,
+    pub create_date: NaiveDateTime,
+    pub write_date: NaiveDateTime,
+}
+
+/// The Mailchimp state of a subscription, written as a whole.
+#[derive(Debug, Clone, PartialEq, AsChangeset)]
+#[diesel(table_name = table, treat_none_as_null = true)]
+pub struct MemberState {
+    pub status: String,
+    pub opt_out: bool,
+    pub opt_out_datetime: Option<NaiveDateTime>,
+    pub opt_out_reason: Option<String>,
+    pub unique_email_id: Option<String>,
+    pub last_changed: NaiveDateTime,
+}
+
+impl SubscriptionRow {
+    pub fn state(&self) -> MemberState {
+        MemberState {
+            status: self.status.clone(),
+            opt_out: self.opt_out,
+            opt_out_datetime: self.opt_out_datetime,
+            opt_out_reason: self.opt_out_reason.clone(),
+            unique_email_id: self.unique_email_id.clone(),
+            last_changed: self.last_changed,
+        }
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = table)]
+struct NewSubscription<'a> {
+    contact_id: i64,
+    list_id: i64,
+    status: &'a str,
+    opt_out: bool,
+    opt_out_datetime: Option<NaiveDateTime>,
+    opt_out_reason: Option<&'a str>,
+    unique_email_id: Option<&'a str>,
+    subscriber_hash: &'a str,
+    last_changed: NaiveDateTime,
+    create_date: NaiveDateTime,
+    write_date: NaiveDateTime,
+}
+
+pub fn find(
+    conn: &mut DbConnection,
+    contact_id: i64,
+    list_id: i64,
+) -> StoreResult<Option<SubscriptionRow>> {
+    Ok(table::table
+        .filter(table::contact_id.eq(contact_id))
+        .filter(table::list_id.eq(list_id))
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The subscription Mailchimp knows by this member id (`unique_email_id`) on the audience.
+pub fn find_by_member_id(
+    conn: &mut DbConnection,
+    list_id: i64,
+    unique_email_id: &str,
+) -> StoreResult<Option<SubscriptionRow>> {
+    Ok(table::table
+        .filter(table::list_id.eq(list_id))
+        .filter(table::unique_email_id.eq(unique_email_id))
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn insert(
+    conn: &mut DbConnection,
+    contact_id: i64,
+    list_id: i64,
+    subscriber_hash: &str,
+    state: &MemberState,
+    now: NaiveDateTime,
+) -> StoreResult<SubscriptionRow> {
+    let new = NewSubscription {
+        contact_id,
+        list_id,
+        status: &state.status,
+        opt_out: state.opt_out,
+        opt_out_datetime: state.opt_out_datetime,
+        opt_out_reason: state.opt_out_reason.as_deref(),
+        unique_email_id: state.unique_email_id.as_deref(),
+        subscriber_hash,
+        last_changed: state.last_changed,
+        create_date: now,
+        write_date: now,
+    };
+    let row = on_backend!(conn, c => diesel::insert_into(table::table)
+        .values(&new)
+        .returning(SubscriptionRow::as_returning())
+        .get_result(c))?;
+    Ok(row)
+}
+
+pub fn set_state(
+    conn: &mut DbConnection,
+    id: i64,
+    state: &MemberState,
+    now: NaiveDateTime,
+) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set((state, table::write_date.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Moves the subscription to another contact (an email change in Mailchimp).
+pub fn reassign(
+    conn: &mut DbConnection,
+    id: i64,
+    contact_id: i64,
+    subscriber_hash: &str,
+    now: NaiveDateTime,
+) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set((
+            table::contact_id.eq(contact_id),
+            table::subscriber_hash.eq(subscriber_hash),
+            table::write_date.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn set_hash(conn: &mut DbConnection, id: i64, subscriber_hash: &str) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set(table::subscriber_hash.eq(subscriber_hash))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn delete(conn: &mut DbConnection, id: i64) -> StoreResult<()> {
+    diesel::delete(table::table.find(id)).execute(conn)?;
+    Ok(())
+}
+
+pub fn count_for_contact(conn: &mut DbConnection, contact_id: i64) -> StoreResult<i64> {
+    Ok(table::table
+        .filter(table::contact_id.eq(contact_id))
+        .count()
+        .get_result(conn)?)
+}
+
+/// The subscriptions of these contacts, each with its audience's Mailchimp id.
+pub fn for_contacts(
+    conn: &mut DbConnection,
+    contact_ids: &[i64],
+) -> StoreResult<Vec<(SubscriptionRow, String)>> {
+    Ok(table::table
+        .inner_join(mailing_list::table)
+        .filter(table::contact_id.eq_any(contact_ids))
+        .order((table::contact_id, table::list_id))
+        .select((
+            SubscriptionRow::as_select(),
+            mailing_list::mailchimp_list_id,
+        ))
+        .load(conn)?)
+}
+
+/// When the address was last removed from the audience, if it was.
+pub fn tombstone(
+    conn: &mut DbConnection,
+    list_id: i64,
+    email_normalized: &str,
+) -> StoreResult<Option<NaiveDateTime>> {
+    Ok(sync_tombstone::table
+        .filter(sync_tombstone::list_id.eq(list_id))
+        .filter(sync_tombstone::email_normalized.eq(email_normalized))
+        .select(sync_tombstone::removed_at)
+        .first(conn)
+        .optional()?)
+}
+
+/// Remembers that the address left the audience at `removed_at` (the later time wins).
+pub fn put_tombstone(
+    conn: &mut DbConnection,
+    list_id: i64,
+    email_normalized: &str,
+    removed_at: NaiveDateTime,
+) -> StoreResult<()> {
+    if tombstone(conn, list_id, email_normalized)?.is_some_and(|held| held >= removed_at) {
+        return Ok(());
+    }
+    on_backend!(conn, c => diesel::insert_into(sync_tombstone::table)
+        .values((
+            sync_tombstone::list_id.eq(list_id),
+            sync_tombstone::email_normalized.eq(email_normalized),
+            sync_tombstone::removed_at.eq(removed_at),
+        ))
+        .on_conflict((sync_tombstone::list_id, sync_tombstone::email_normalized))
+        .do_update()
+        .set(sync_tombstone::removed_at.eq(removed_at))
+        .execute(c))?;
+    Ok(())
+}
+
+pub fn clear_tombstone(
+    conn: &mut DbConnection,
+    list_id: i64,
+    email_normalized: &str,
+) -> StoreResult<()> {
+    diesel::delete(
+        sync_tombstone::table
+            .filter(sync_tombstone::list_id.eq(list_id))
+            .filter(sync_tombstone::email_normalized.eq(email_normalized)),
+    )
+    .execute(conn)?;
+    Ok(())
+}
