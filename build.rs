@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/mailchimp_sync/v1/contacts.proto",
         "proto/mailchimp_sync/v1/blacklist.proto",
         "proto/mailchimp_sync/v1/webhook_events.proto",
+        "proto/mailchimp_sync/v1/fetch.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("mailchimp_sync_descriptor.bin"))

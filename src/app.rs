@@ -10,8 +10,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_cron_scheduler::JobScheduler;
 
 use crate::domain::accounts::WebhookBase;
+use crate::domain::fetch::{self, Fetcher};
 use crate::domain::ingest::Ingestor;
 use crate::store::{Store, changes};
 
@@ -22,6 +24,9 @@ pub struct Config {
     pub public_url: Option<String>,
     pub allow_insecure_webhook_url: bool,
     pub max_db_connections: u32,
+    pub fetch: fetch::Settings,
+    /// Six-field cron expression (seconds first) for the scheduled fetch; `None` disables it.
+    pub fetch_schedule: Option<String>,
 }
 
 /// Everything a request handler may use; cheap to clone.
@@ -33,6 +38,9 @@ pub struct AppState {
     /// The last change-feed sequence this process knows of; watchers wait on it.
     pub feed: Arc<watch::Sender<i64>>,
     pub ready: Arc<AtomicBool>,
+    pub fetcher: Arc<Fetcher>,
+    /// Turns true when the service stops; long-lived streams end on it.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// A started service: its addresses, and a way to stop it and wait until it has.
@@ -43,6 +51,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<anyhow::Result<()>>>,
     writer: std::thread::JoinHandle<()>,
+    scheduler: Option<JobScheduler>,
 }
 
 impl Running {
@@ -50,6 +59,10 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.state.ready.store(false, Ordering::SeqCst);
         let _ = self.stop.send(true);
+        if let Some(mut scheduler) = self.scheduler {
+            let _ = scheduler.shutdown().await;
+        }
+        self.state.fetcher.interrupt_all().await;
         for server in self.servers {
             server.await.context("a server task panicked")??;
         }
@@ -104,14 +117,21 @@ pub async fn start(
         allow_insecure: config.allow_insecure_webhook_url,
     };
     let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopping) = watch::channel(false);
+    let fetcher = Fetcher::new(store.clone(), config.fetch.clone())?;
+    let scheduler = match config.fetch_schedule.as_deref() {
+        Some(expression) => Some(crate::schedule::start(expression, fetcher.clone()).await?),
+        None => None,
+    };
     let state = AppState {
         store,
         ingestor,
         webhook_base,
         feed,
         ready,
+        fetcher,
+        stopping,
     };
-    let (stop, _) = watch::channel(false);
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
     let (grpc_server, health) = crate::grpc::server(state.clone())?;
@@ -129,5 +149,6 @@ pub async fn start(
         stop,
         servers,
         writer,
+        scheduler,
     })
 }

@@ -111,6 +111,14 @@ impl fmt::Display for AppError {
     }
 }
 
+impl std::error::Error for AppError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
+}
+
 struct CauseChain<'a>(&'a AppError);
 
 impl fmt::Display for CauseChain<'_> {

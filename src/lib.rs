@@ -8,8 +8,10 @@ pub mod app;
 pub mod domain;
 pub mod email;
 pub mod error;
+pub mod fake_mailchimp;
 pub mod grpc;
 pub mod http;
+pub mod schedule;
 pub mod store;
 pub mod webhook;
 
@@ -17,3 +19,4 @@ pub mod webhook;
 pub fn now() -> chrono::NaiveDateTime {
     chrono::Utc::now().naive_utc()
 }
+pub mod mailchimp;

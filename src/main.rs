@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mailchimp_sync::app::{self, Config};
+use mailchimp_sync::domain::fetch;
+mod fetch_progress;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -36,6 +38,54 @@ enum Command {
     Serve(ServeArgs),
     /// Runs the database migrations and exits.
     Migrate(DatabaseArgs),
+    /// Fetches audience members from Mailchimp now, in this process, and waits for the end.
+    /// Without --account or --audience, every audience of every account.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+struct FetchArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+
+    #[command(flatten)]
+    mailchimp: MailchimpArgs,
+
+    /// Only the audiences of this account (its id in the store).
+    #[arg(long, conflicts_with = "audience")]
+    account: Option<i64>,
+
+    /// Only this audience (its id in the store, as ListAudiences shows it).
+    #[arg(long)]
+    audience: Option<i64>,
+
+    /// Every member, then remove those Mailchimp no longer has; otherwise only members
+    /// changed since the last successful fetch.
+    #[arg(long)]
+    full: bool,
+}
+
+#[derive(Debug, Args)]
+struct MailchimpArgs {
+    /// Most Mailchimp API requests in flight per account (Mailchimp allows 10).
+    #[arg(long, env = "MAILCHIMP_SYNC_MAILCHIMP_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u8).range(1..=10))]
+    mailchimp_concurrency: u8,
+
+    /// Timeout of one Mailchimp API request, in seconds.
+    #[arg(long, env = "MAILCHIMP_SYNC_MAILCHIMP_TIMEOUT", default_value_t = 60)]
+    mailchimp_timeout: u64,
+}
+
+impl MailchimpArgs {
+    fn settings(&self) -> fetch::Settings {
+        let mut settings = fetch::Settings {
+            concurrency: usize::from(self.mailchimp_concurrency),
+            ..Default::default()
+        };
+        settings.limits.request_timeout = std::time::Duration::from_secs(self.mailchimp_timeout);
+        settings
+    }
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +129,18 @@ struct ServeArgs {
     /// data in clear text.
     #[arg(long, env = "MAILCHIMP_SYNC_ALLOW_INSECURE_WEBHOOK_URL")]
     allow_insecure_webhook_url: bool,
+
+    /// When the scheduled fetch runs: six cron fields, seconds first, in UTC. An empty
+    /// value disables it.
+    #[arg(
+        long,
+        env = "MAILCHIMP_SYNC_FETCH_SCHEDULE",
+        default_value = "0 0 2 * * *"
+    )]
+    fetch_schedule: String,
+
+    #[command(flatten)]
+    mailchimp: MailchimpArgs,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +153,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Migrate(args) => migrate(&args),
+        Command::Fetch(args) => runtime.block_on(fetch_now(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,6 +185,8 @@ fn config(database: &DatabaseArgs) -> Config {
         public_url: None,
         allow_insecure_webhook_url: false,
         max_db_connections: database.db_connections,
+        fetch: Default::default(),
+        fetch_schedule: None,
     }
 }
 
@@ -135,6 +200,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config {
         public_url: args.public_url.clone(),
         allow_insecure_webhook_url: args.allow_insecure_webhook_url,
+        fetch: args.mailchimp.settings(),
+        fetch_schedule: Some(args.fetch_schedule.trim().to_owned()).filter(|s| !s.is_empty()),
         ..config(&args.database)
     };
     let http = TcpListener::bind(args.http_addr)
@@ -167,4 +234,28 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+async fn fetch_now(args: FetchArgs) -> anyhow::Result<()> {
+    let config = config(&args.database);
+    let store = tokio::task::spawn_blocking(move || app::open_store(&config)).await??;
+    let fetcher = fetch::Fetcher::new(store, args.mailchimp.settings())?;
+    let mode = if args.full {
+        fetch::Mode::Full
+    } else {
+        fetch::Mode::Incremental
+    };
+    let targets = match (args.account, args.audience) {
+        (_, Some(id)) => vec![fetch::Target::Audience(id)],
+        (Some(id), None) => vec![fetch::Target::Account(id)],
+        (None, None) => fetch::all_accounts(&fetcher).await?,
+    };
+    let mut failed = 0;
+    for target in targets {
+        failed += fetch_progress::run_with_progress(&fetcher, target, mode).await?;
+    }
+    match failed {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} fetch run(s) did not succeed"),
+    }
 }

@@ -26,7 +26,7 @@ impl WebhookBase {
         Some(format!("{base}/webhooks/mailchimp/{token}"))
     }
 
-    fn check(&self) -> AppResult<()> {
+    pub fn check(&self) -> AppResult<()> {
         let Some(url) = &self.public_url else {
             let message = "no public URL is configured: start the service with --public-url";
             return Err(AppError::new(Kind::FailedPrecondition, message));

@@ -11,6 +11,7 @@ use chrono::NaiveDateTime;
 use serde_json::{Map, Value};
 
 use crate::email::EmailIdentity;
+use crate::mailchimp::types::ApiMember;
 use crate::store::changes::NewChange;
 use crate::store::contacts::{self, ContactRow, NewContact, Profile};
 use crate::store::lists::{self, ListRow};
@@ -71,13 +72,105 @@ pub fn apply(
         account_id,
         fired_at,
         now,
+        fetched_tags: None,
         changes: Vec::new(),
     };
     let applied = ctx.dispatch(event)?;
-    if applied.outcome == Outcome::Applied {
-        changes::insert_all(ctx.conn, &ctx.changes)?;
-    }
+    ctx.commit_changes(applied.outcome)?;
     Ok(applied)
+}
+
+/// Applies a member as the Marketing API listed it. It only overwrites state that is not
+/// newer than the member's `last_changed`. `seen_by` is the full run that saw it.
+pub fn apply_fetched(
+    conn: &mut DbConnection,
+    list: &ListRow,
+    member: &ApiMember,
+    seen_by: Option<i64>,
+    now: NaiveDateTime,
+) -> StoreResult<Outcome> {
+    let Some(email) = EmailIdentity::parse(&member.email_address) else {
+        return Ok(Outcome::Failed);
+    };
+    let data = member_data(list, member, email);
+    let fired_at = member
+        .last_changed
+        .unwrap_or(chrono::DateTime::UNIX_EPOCH.naive_utc());
+    let tags = member
+        .tags
+        .iter()
+        .map(|tag| tag.name.clone())
+        .collect::<Vec<_>>();
+    let fetched_tags = Some(Value::from(tags).to_string());
+    let account_id = list.account_id;
+    let mut ctx = Ctx {
+        conn,
+        account_id,
+        fired_at,
+        now,
+        fetched_tags,
+        changes: Vec::new(),
+    };
+    let reason = member.unsubscribe_reason.as_deref();
+    let mut applied = ctx.member_event(&data, &member.status, reason, true)?;
+    if member.status == "cleaned" {
+        applied = ctx.blacklist_cleaned(applied, &data.email, list, "cleaned")?;
+    }
+    if let Some(run_id) = seen_by {
+        ctx.mark_seen(list, &data.email, run_id)?;
+    }
+    ctx.commit_changes(applied.outcome)?;
+    Ok(applied.outcome)
+}
+
+/// Removes the subscriptions of the audience that the full run `run_id` did not see and
+/// that nothing touched since it started; returns how many.
+pub fn remove_unseen(
+    conn: &mut DbConnection,
+    list: &ListRow,
+    run_id: i64,
+    started: NaiveDateTime,
+    now: NaiveDateTime,
+) -> StoreResult<usize> {
+    let account_id = list.account_id;
+    let mut ctx = Ctx {
+        conn,
+        account_id,
+        fired_at: started,
+        now,
+        fetched_tags: None,
+        changes: Vec::new(),
+    };
+    let mut removed = 0;
+    loop {
+        let batch = subscriptions::unseen(ctx.conn, list.id, run_id, started, 500)?;
+        if batch.is_empty() {
+            break;
+        }
+        for held in &batch {
+            let contact = contacts::get(ctx.conn, held.contact_id)?;
+            ctx.remove_subscription(&contact, list, held)?;
+            changes::insert_all(ctx.conn, &ctx.changes)?;
+            ctx.changes.clear();
+        }
+        removed += batch.len();
+    }
+    Ok(removed)
+}
+
+fn member_data(list: &ListRow, member: &ApiMember, email: EmailIdentity) -> MemberData {
+    let mut merge_fields = member.merge_fields.clone();
+    merge_fields.remove("EMAIL");
+    MemberData {
+        list_id: list.mailchimp_list_id.clone(),
+        member_id: member.unique_email_id.clone(),
+        email,
+        email_raw: member.email_address.clone(),
+        first_name: member.text_field("FNAME"),
+        last_name: member.text_field("LNAME"),
+        merge_fields,
+        interests: Vec::new(),
+    }
 }
 
 struct Ctx<'a> {
@@ -85,6 +178,8 @@ struct Ctx<'a> {
     account_id: i64,
     fired_at: NaiveDateTime,
     now: NaiveDateTime,
+    /// For a fetched member, its tags (JSON); a webhook carries none, so tags held stay.
+    fetched_tags: Option<String>,
     changes: Vec<NewChange>,
 }
 
@@ -243,8 +338,35 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The profile a member describes, its merge fields laid over those already held.
+    fn profile_of(&self, member: &MemberData, held: Held<'_>) -> Profile {
+        let mut fields = held.merge_fields;
+        fields.extend(
+            member
+                .merge_fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let interests = match self.fetched_tags {
+            Some(_) => held.interests.to_owned(),
+            None => Value::from(member.interests.clone()).to_string(),
+        };
+        Profile {
+            name: member.full_name(),
+            first_name: member.first_name.clone(),
+            last_name: member.last_name.clone(),
+            merge_fields: Value::Object(fields).to_string(),
+            interests,
+            tags: self
+                .fetched_tags
+                .clone()
+                .unwrap_or_else(|| held.tags.to_owned()),
+            last_changed: Some(self.fired_at),
+        }
+    }
+
     fn create_contact(&mut self, member: &MemberData) -> StoreResult<ContactRow> {
-        let profile = profile_of(member, &Map::new(), self.fired_at);
+        let profile = self.profile_of(member, Held::nothing());
         let new = NewContact {
             name: &profile.name,
             first_name: &profile.first_name,
@@ -254,7 +376,7 @@ impl Ctx<'_> {
             subscriber_hash: &member.email.subscriber_hash,
             merge_fields: &profile.merge_fields,
             interests: &profile.interests,
-            tags: "[]",
+            tags: &profile.tags,
             last_changed: Some(self.fired_at),
             create_date: self.now,
             write_date: self.now,
@@ -284,8 +406,7 @@ impl Ctx<'_> {
         {
             return Ok(false);
         }
-        let held_fields = parse_object(&contact.merge_fields);
-        let profile = profile_of(member, &held_fields, self.fired_at);
+        let profile = self.profile_of(member, Held::of(contact));
         let unchanged = Profile {
             last_changed: profile.last_changed,
             ..contact.profile()
@@ -552,23 +673,48 @@ impl Ctx<'_> {
             interests: Vec::new(),
         };
         let applied = self.member_event(&member, "cleaned", reason.or(Some("cleaned")), false)?;
+        let list = self.list(list_id)?;
+        self.blacklist_cleaned(applied, email, &list, reason.unwrap_or("unknown reason"))
+    }
+
+    /// Blacklists a cleaned address unless the clean was stale; a clean that only
+    /// reactivates the blacklist entry is still a change.
+    fn blacklist_cleaned(
+        &mut self,
+        applied: Applied,
+        email: &EmailIdentity,
+        list: &ListRow,
+        reason: &str,
+    ) -> StoreResult<Applied> {
         if applied.outcome == Outcome::Stale {
             return Ok(applied);
         }
-        let reason = format!(
-            "cleaned by Mailchimp ({})",
-            reason.unwrap_or("unknown reason")
-        );
+        let reason = format!("cleaned by Mailchimp ({reason})");
         let listed = blacklist::add(self.conn, &email.normalized, &reason, self.now)?;
         if !listed || applied.outcome == Outcome::Applied {
             return Ok(applied);
         }
-        let contact = contacts::find_by_email(self.conn, &email.normalized)?;
-        if let Some(contact) = contact {
-            let list = self.list(list_id)?;
-            self.record(&contact, Some(&list), "blacklisted", None);
+        if let Some(contact) = contacts::find_by_email(self.conn, &email.normalized)? {
+            self.record(&contact, Some(list), "blacklisted", None);
         }
         Ok(Outcome::Applied.into())
+    }
+
+    fn mark_seen(&mut self, list: &ListRow, email: &EmailIdentity, run_id: i64) -> StoreResult<()> {
+        let Some(contact) = contacts::find_by_email(self.conn, &email.normalized)? else {
+            return Ok(());
+        };
+        if let Some(held) = subscriptions::find(self.conn, contact.id, list.id)? {
+            subscriptions::mark_seen(self.conn, held.id, run_id)?;
+        }
+        Ok(())
+    }
+
+    fn commit_changes(&mut self, outcome: Outcome) -> StoreResult<()> {
+        if outcome == Outcome::Applied {
+            changes::insert_all(self.conn, &self.changes)?;
+        }
+        Ok(())
     }
 
     /// Adds a change-feed entry; one per contact per event, the last word winning.
@@ -597,8 +743,9 @@ impl Ctx<'_> {
 fn kind_of(status: &str) -> &'static str {
     match status {
         "subscribed" => "subscribed",
+        "unsubscribed" => "unsubscribed",
         "cleaned" => "cleaned",
-        _ => "unsubscribed",
+        _ => "status_changed",
     }
 }
 
@@ -616,21 +763,29 @@ fn parse_object(text: &str) -> Map<String, Value> {
     }
 }
 
-/// The profile an event describes, its merge fields laid over those already held.
-fn profile_of(member: &MemberData, held: &Map<String, Value>, at: NaiveDateTime) -> Profile {
-    let mut fields = held.clone();
-    fields.extend(
-        member
-            .merge_fields
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
-    Profile {
-        name: member.full_name(),
-        first_name: member.first_name.clone(),
-        last_name: member.last_name.clone(),
-        merge_fields: Value::Object(fields).to_string(),
-        interests: Value::from(member.interests.clone()).to_string(),
-        last_changed: Some(at),
+/// What a profile keeps when the event does not say: interests (the API lists interest
+/// ids, not the group names webhooks carry) and tags (webhooks carry none).
+struct Held<'a> {
+    merge_fields: Map<String, Value>,
+    interests: &'a str,
+    tags: &'a str,
+}
+
+impl Held<'_> {
+    fn nothing() -> Held<'static> {
+        Held {
+            merge_fields: Map::new(),
+            interests: "[]",
+            tags: "[]",
+        }
+    }
+
+    fn of(contact: &ContactRow) -> Held<'_> {
+        let merge_fields = parse_object(&contact.merge_fields);
+        Held {
+            merge_fields,
+            interests: &contact.interests,
+            tags: &contact.tags,
+        }
     }
 }

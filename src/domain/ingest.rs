@@ -25,6 +25,8 @@ const MAX_BATCH: usize = 512;
 pub struct Delivery {
     pub account_id: i64,
     pub webhook_active: bool,
+    /// Why the request is refused before it is read (a bad signature), if it is.
+    pub refusal: Option<String>,
     pub body: Bytes,
     pub received: NaiveDateTime,
 }
@@ -170,6 +172,13 @@ fn decide(
     delivery: &Delivery,
     parsed: &Result<Envelope, Rejection>,
 ) -> StoreResult<(Applied, Option<String>)> {
+    if let Some(refusal) = &delivery.refusal {
+        let applied = Applied {
+            outcome: Outcome::Rejected,
+            note: Some(refusal.clone()),
+        };
+        return Ok((applied, Some(refusal.clone())));
+    }
     let raw = match parsed {
         Err(rejection) => {
             let reason = rejection.to_string();

@@ -4,5 +4,7 @@
 pub mod accounts;
 pub mod apply;
 pub mod contacts;
+pub mod fetch;
 pub mod ingest;
 pub mod operations;
+pub mod register;

@@ -8,6 +8,7 @@ use super::pb::{
 };
 use crate::app::AppState;
 use crate::domain::accounts::{self, AccountInput};
+use crate::domain::register;
 
 pub struct Accounts(pub AppState);
 
@@ -97,5 +98,25 @@ impl AudienceService for Audiences {
         let rows = accounts::audiences(&self.0.store, account_id).await?;
         let audiences = rows.into_iter().map(convert::audience).collect();
         Ok(Response::new(pb::ListAudiencesResponse { audiences }))
+    }
+
+    async fn refresh_audiences(
+        &self,
+        request: Request<pb::RefreshAudiencesRequest>,
+    ) -> Result<Response<pb::ListAudiencesResponse>, Status> {
+        let account_id = request.into_inner().account_id;
+        let rows = self.0.fetcher.refresh_audiences(account_id).await?;
+        let audiences = rows.into_iter().map(convert::audience).collect();
+        Ok(Response::new(pb::ListAudiencesResponse { audiences }))
+    }
+
+    async fn register_webhook(
+        &self,
+        request: Request<pb::RegisterWebhookRequest>,
+    ) -> Result<Response<pb::RegisteredWebhook>, Status> {
+        let audience_id = request.into_inner().audience_id;
+        let registered =
+            register::register_webhook(&self.0.fetcher, &self.0.webhook_base, audience_id).await?;
+        Ok(Response::new(convert::registered_webhook(registered)))
     }
 }

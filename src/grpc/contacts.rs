@@ -99,6 +99,7 @@ async fn follow_changes(
     sender: mpsc::Sender<Result<pb::Change, Status>>,
 ) {
     let mut commits = state.feed.subscribe();
+    let mut stopping = state.stopping.clone();
     loop {
         let batch = match operations::list_changes(&state.store, after, WATCH_BATCH).await {
             Ok(batch) => batch,
@@ -121,6 +122,7 @@ async fn follow_changes(
             _ = commits.changed() => {}
             _ = tokio::time::sleep(WATCH_POLL) => {}
             _ = sender.closed() => return,
+            _ = stopping.wait_for(|stopped| *stopped) => return,
         }
     }
 }

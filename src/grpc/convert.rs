@@ -6,10 +6,12 @@ use serde_json::Value;
 use super::pb;
 use crate::domain::accounts::{WebhookBase, key_hint};
 use crate::domain::contacts::ContactView;
+use crate::domain::register::Registered;
 use crate::store::accounts::AccountRow;
 use crate::store::blacklist::BlacklistRow;
 use crate::store::changes::ChangeRow;
 use crate::store::events::EventSummary;
+use crate::store::fetch_runs::FetchRunRow;
 use crate::store::lists::ListRow;
 
 pub fn timestamp(at: NaiveDateTime) -> prost_types::Timestamp {
@@ -159,5 +161,40 @@ pub fn webhook_event(row: EventSummary) -> pb::WebhookEvent {
         received_time: Some(timestamp(row.received_date)),
         body_size: i64::from(row.body_size),
         replay_count: row.replay_count,
+    }
+}
+
+pub fn registered_webhook(registered: Registered) -> pb::RegisteredWebhook {
+    let flags = |map: &serde_json::Map<String, Value>| {
+        map.iter()
+            .map(|(name, on)| (name.clone(), on.as_bool().unwrap_or_default()))
+            .collect()
+    };
+    pb::RegisteredWebhook {
+        audience_id: registered.audience_id,
+        events: flags(&registered.webhook.events),
+        sources: flags(&registered.webhook.sources),
+        webhook_id: registered.webhook.id,
+        url: registered.webhook.url,
+        signing_secret_kept: registered.secret_kept,
+        created: registered.created,
+    }
+}
+
+pub fn fetch_run(row: FetchRunRow, mailchimp_list_id: String) -> pb::FetchRun {
+    pb::FetchRun {
+        id: row.id,
+        audience_id: row.list_id,
+        mailchimp_list_id,
+        trigger: row.trigger,
+        mode: row.mode,
+        state: row.state,
+        pages: row.pages,
+        members_seen: row.members_seen,
+        members_written: row.members_written,
+        error: row.error.unwrap_or_default(),
+        started_time: opt_timestamp(row.started_date),
+        finished_time: opt_timestamp(row.finished_date),
+        heartbeat_time: opt_timestamp(row.heartbeat_date),
     }
 }

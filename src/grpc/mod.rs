@@ -6,6 +6,7 @@ mod accounts;
 mod contacts;
 mod convert;
 mod events;
+mod fetch;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -29,14 +30,16 @@ use pb::account_service_server::AccountServiceServer;
 use pb::audience_service_server::AudienceServiceServer;
 use pb::blacklist_service_server::BlacklistServiceServer;
 use pb::contact_service_server::ContactServiceServer;
+use pb::fetch_service_server::FetchServiceServer;
 use pb::webhook_event_service_server::WebhookEventServiceServer;
 
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 6] = [
     "mailchimp_sync.v1.AccountService",
     "mailchimp_sync.v1.AudienceService",
     "mailchimp_sync.v1.ContactService",
     "mailchimp_sync.v1.BlacklistService",
     "mailchimp_sync.v1.WebhookEventService",
+    "mailchimp_sync.v1.FetchService",
 ];
 
 /// Builds the server with every service; health reports not serving until [`mark_serving`].
@@ -62,6 +65,7 @@ pub fn server(state: AppState) -> anyhow::Result<(Router, HealthReporter)> {
         .add_service(BlacklistServiceServer::new(contacts::Blacklist(
             state.clone(),
         )))
+        .add_service(FetchServiceServer::new(fetch::Fetches(state.clone())))
         .add_service(WebhookEventServiceServer::new(events::WebhookEvents(state)));
     Ok((router, health))
 }

@@ -52,6 +52,7 @@ pub struct Profile {
     pub last_name: String,
     pub merge_fields: String,
     pub interests: String,
+    pub tags: String,
     pub last_changed: Option<NaiveDateTime>,
 }
 
@@ -63,6 +64,7 @@ impl ContactRow {
             last_name: self.last_name.clone(),
             merge_fields: self.merge_fields.clone(),
             interests: self.interests.clone(),
+            tags: self.tags.clone(),
             last_changed: self.last_changed,
         }
     }

@@ -80,3 +80,57 @@ pub fn for_account(conn: &mut DbConnection, account_id: i64) -> StoreResult<Vec<
         .select(ListRow::as_select())
         .load(conn)?)
 }
+
+/// Creates or renames the audience as Mailchimp lists it.
+pub fn upsert_from_api(
+    conn: &mut DbConnection,
+    account_id: i64,
+    mailchimp_list_id: &str,
+    name: &str,
+    member_count: i64,
+    now: NaiveDateTime,
+) -> StoreResult<ListRow> {
+    let row = get_or_create(conn, account_id, mailchimp_list_id, now)?;
+    if row.name == name && row.member_count == member_count {
+        return Ok(row);
+    }
+    diesel::update(table::table.find(row.id))
+        .set((
+            table::name.eq(name),
+            table::member_count.eq(member_count),
+            table::write_date.eq(now),
+        ))
+        .execute(conn)?;
+    get(conn, row.id)
+}
+
+/// Records a successful fetch: its time, and the newest `last_changed` it saw.
+pub fn record_fetch(
+    conn: &mut DbConnection,
+    id: i64,
+    cursor: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set((
+            table::fetch_cursor.eq(cursor),
+            table::last_fetch_date.eq(now),
+            table::write_date.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn set_webhook_registered(
+    conn: &mut DbConnection,
+    id: i64,
+    now: NaiveDateTime,
+) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set((
+            table::webhook_registered.eq(true),
+            table::write_date.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}

@@ -11,6 +11,7 @@ pub mod blacklist;
 pub mod changes;
 pub mod contacts;
 pub mod events;
+pub mod fetch_runs;
 pub mod lists;
 pub mod schema;
 pub mod subscriptions;

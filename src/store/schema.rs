@@ -62,6 +62,7 @@ diesel::table! {
         unique_email_id -> Nullable<Text>,
         subscriber_hash -> Text,
         last_changed -> Timestamp,
+        last_fetch_run_id -> Nullable<BigInt>,
         create_date -> Timestamp,
         write_date -> Timestamp,
     }
@@ -113,6 +114,8 @@ diesel::table! {
         members_seen -> BigInt,
         members_written -> BigInt,
         error -> Nullable<Text>,
+        scheduled_for -> Nullable<Timestamp>,
+        heartbeat_date -> Nullable<Timestamp>,
         started_date -> Nullable<Timestamp>,
         finished_date -> Nullable<Timestamp>,
         create_date -> Timestamp,

@@ -162,6 +162,37 @@ pub fn delete(conn: &mut DbConnection, id: i64) -> StoreResult<()> {
     Ok(())
 }
 
+/// Notes that a full fetch saw the member.
+pub fn mark_seen(conn: &mut DbConnection, id: i64, run_id: i64) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set(table::last_fetch_run_id.eq(run_id))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Subscriptions of the audience that the full run did not see and that nothing wrote
+/// since it started: the members Mailchimp no longer has. At most `limit` at a time.
+pub fn unseen(
+    conn: &mut DbConnection,
+    list_id: i64,
+    run_id: i64,
+    started: NaiveDateTime,
+    limit: i64,
+) -> StoreResult<Vec<SubscriptionRow>> {
+    Ok(table::table
+        .filter(table::list_id.eq(list_id))
+        .filter(
+            table::last_fetch_run_id
+                .ne(run_id)
+                .or(table::last_fetch_run_id.is_null()),
+        )
+        .filter(table::write_date.lt(started))
+        .order(table::id)
+        .limit(limit)
+        .select(SubscriptionRow::as_select())
+        .load(conn)?)
+}
+
 pub fn count_for_contact(conn: &mut DbConnection, contact_id: i64) -> StoreResult<i64> {
     Ok(table::table
         .filter(table::contact_id.eq(contact_id))

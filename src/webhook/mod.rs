@@ -6,13 +6,14 @@
 
 pub mod event;
 pub mod form;
+pub mod signature;
 
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
@@ -40,6 +41,7 @@ pub async fn check_url(
 pub async fn receive(
     State(state): State<AppState>,
     token: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
@@ -50,9 +52,12 @@ pub async fn receive(
     if body.is_empty() {
         return StatusCode::OK.into_response();
     }
+    let refusal = check_signature(&account, &headers, &body);
+    let unsigned = refusal.is_some();
     let delivery = Delivery {
         account_id: account.id,
         webhook_active: account.webhook_active,
+        refusal,
         body,
         received: crate::now(),
     };
@@ -66,6 +71,9 @@ pub async fn receive(
                 "webhook received"
             );
             match (receipt.outcome, receipt.reason) {
+                (Outcome::Rejected, Some(reason)) if unsigned => {
+                    (StatusCode::UNAUTHORIZED, format!("{reason}\n")).into_response()
+                }
                 (Outcome::Rejected, Some(reason)) => {
                     (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
                 }
@@ -90,6 +98,19 @@ async fn account(
         Ok(None) => Err(StatusCode::NOT_FOUND.into_response()),
         Err(error) => Err(error_response(error)),
     }
+}
+
+/// With a signing secret on the account, the request must carry a valid signature; the
+/// reason it does not is stored with the event and answered with a 401.
+fn check_signature(account: &AccountRow, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let secret = account.webhook_signing_secret.as_deref()?;
+    let header = headers
+        .get("x-mailchimp-signature")
+        .and_then(|value| value.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    signature::verify(secret, header, body, now)
+        .err()
+        .map(|error| error.to_string())
 }
 
 fn error_response(error: AppError) -> Response {

@@ -56,6 +56,8 @@ CREATE TABLE mailing_subscription (
     unique_email_id TEXT,
     subscriber_hash TEXT NOT NULL,
     last_changed TIMESTAMP NOT NULL,
+    -- The full fetch that last saw this member; one that did not is gone from Mailchimp.
+    last_fetch_run_id BIGINT,
     create_date TIMESTAMP NOT NULL,
     write_date TIMESTAMP NOT NULL,
     UNIQUE (contact_id, list_id)
@@ -106,9 +108,14 @@ CREATE TABLE fetch_run (
     members_seen BIGINT NOT NULL DEFAULT 0,
     members_written BIGINT NOT NULL DEFAULT 0,
     error TEXT,
+    -- For scheduled runs, the schedule's firing time: replicas firing together claim one run.
+    scheduled_for TIMESTAMP,
+    -- Moved forward while the run works; a running row whose heartbeat stopped was abandoned.
+    heartbeat_date TIMESTAMP,
     started_date TIMESTAMP,
     finished_date TIMESTAMP,
-    create_date TIMESTAMP NOT NULL
+    create_date TIMESTAMP NOT NULL,
+    UNIQUE (list_id, scheduled_for)
 );
 CREATE INDEX fetch_run_list ON fetch_run (list_id, id);
 

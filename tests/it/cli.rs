@@ -1,0 +1,60 @@
+//! The `mailchimp-sync` binary as an operator runs it.
+
+use std::process::{Command, Output};
+
+use mailchimp_sync::store::{Store, contacts};
+
+use crate::helpers::TestDb;
+
+fn mailchimp_sync(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailchimp-sync"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn migrate_runs_the_migrations_and_exits_0() {
+    let db = TestDb::create();
+    let output = mailchimp_sync(&["migrate", "--database-url", &db.url]);
+    assert!(output.status.success(), "{output:?}");
+    let store = Store::open(&db.url, 1).expect("the store opens");
+    assert!(store.is_ready(), "no migration is left to run");
+    let mut conn = store.connection().expect("a connection");
+    assert_eq!(contacts::count(&mut conn).expect("the tables exist"), 0);
+}
+
+#[test]
+fn serve_help_names_the_contract_flags() {
+    let output = mailchimp_sync(&["serve", "--help"]);
+    assert!(output.status.success(), "{output:?}");
+    let help = text(&output.stdout);
+    for flag in [
+        "--database-url",
+        "--http-addr",
+        "--grpc-addr",
+        "--public-url",
+    ] {
+        assert!(
+            help.contains(flag),
+            "`serve --help` does not mention {flag}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn an_unsupported_database_url_fails_with_a_one_line_error() {
+    let output = mailchimp_sync(&["migrate", "--database-url", "mysql://x"]);
+    assert!(!output.status.success(), "{output:?}");
+    let error = text(&output.stderr);
+    let lines: Vec<&str> = error
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr:\n{error}");
+}

@@ -1,0 +1,578 @@
+//! The webhook endpoint beyond the shared fixtures: tokens, limits, ordering, address
+//! changes, the blacklist, hostile bodies and replay.
+
+use mailchimp_sync::grpc::pb;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::bodies::{self, Form, LIST_A, LIST_B};
+use crate::helpers::{TestApp, expect_error, with_token};
+
+const T1: &str = "2026-04-01 10:00:00";
+const T2: &str = "2026-04-01 10:05:00";
+const T3: &str = "2026-04-01 10:10:00";
+
+/// Posts the body and returns the outcome stored for it.
+async fn post_and_outcome(app: &TestApp, account_id: i64, url: &str, body: &Form) -> String {
+    let (status, text) = app.post_webhook(url, body.encode()).await;
+    assert_eq!(status, 200, "answer {text:?} to {}", body.encode());
+    app.latest_event(account_id).await.outcome
+}
+
+fn statuses(contact: &pb::Contact) -> Vec<(String, String, bool)> {
+    let mut subs: Vec<_> = contact
+        .subscriptions
+        .iter()
+        .map(|sub| {
+            (
+                sub.mailchimp_list_id.clone(),
+                sub.status.clone(),
+                sub.opt_out,
+            )
+        })
+        .collect();
+    subs.sort();
+    subs
+}
+
+fn subscribed(list_id: &str) -> (String, String, bool) {
+    (list_id.to_owned(), "subscribed".to_owned(), false)
+}
+
+async fn assert_absent(app: &TestApp, email: &str) {
+    let status = expect_error(app.get_contact(email).await);
+    assert_eq!(
+        status.code(),
+        tonic::Code::NotFound,
+        "{email} must be absent: {status}"
+    );
+}
+
+#[tokio::test]
+async fn get_with_a_valid_token_answers_200_with_an_empty_body() {
+    let app = TestApp::spawn().await;
+    let (_, url) = app.create_account().await;
+    assert_eq!(app.get(&url).await, (200, String::new()));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_tokens_answer_404_and_reveal_nothing() {
+    let app = TestApp::spawn().await;
+    let (_, url) = app.create_account().await;
+    let token = url.rsplit('/').next().expect("a token").to_owned();
+    let same_length = "A".repeat(token.len());
+    let tokens = [
+        same_length.as_str(),
+        "abc",
+        &"b".repeat(100),
+        &"c".repeat(300),
+        "tok%21en%24",
+        "%00",
+        "a%20b",
+        "%F0%9F%98%80",
+        "..%2F..%2Fhealthz",
+    ];
+    let body = bodies::subscribe(LIST_A, "probe@example.com", T1).encode();
+    let mut answers = Vec::new();
+    for token in tokens {
+        let unknown = with_token(&url, token);
+        let (get_status, get_text) = app.get(&unknown).await;
+        let (post_status, post_text) = app.post_webhook(&unknown, body.clone()).await;
+        assert_eq!((get_status, post_status), (404, 404), "token {token:?}");
+        assert!(
+            !post_text.contains(token),
+            "the answer echoes token {token:?}"
+        );
+        answers.extend([get_text, post_text]);
+    }
+    answers.dedup();
+    assert_eq!(
+        answers.len(),
+        1,
+        "answers differ between unknown tokens: {answers:?}"
+    );
+    assert_absent(&app, "probe@example.com").await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rotated_token_stops_working_and_the_new_one_works() {
+    let app = TestApp::spawn().await;
+    let (account_id, old_url) = app.create_account().await;
+    let new_url = app.generate_webhook_url(account_id).await;
+    assert_ne!(old_url, new_url);
+    let body = bodies::subscribe(LIST_A, "rotate@example.com", T1).encode();
+    assert_eq!(app.get(&old_url).await.0, 404);
+    assert_eq!(app.post_webhook(&old_url, body.clone()).await.0, 404);
+    assert_eq!(app.get(&new_url).await.0, 200);
+    assert_eq!(app.post_webhook(&new_url, body).await.0, 200);
+    app.shutdown().await;
+}
+
+/// A subscribe body padded with a filler field to exactly `size` bytes.
+fn padded_body(size: usize) -> String {
+    let mut body = bodies::subscribe(LIST_A, "big@example.com", T1).encode();
+    body.push_str("&pad=");
+    let fill = size
+        .checked_sub(body.len())
+        .expect("a size above the base body");
+    body.push_str(&"x".repeat(fill));
+    body
+}
+
+#[tokio::test]
+async fn bodies_over_64_kib_answer_413_and_64_kib_is_accepted() {
+    let app = TestApp::spawn().await;
+    let (_, url) = app.create_account().await;
+    let (status, _) = app.post_webhook(&url, padded_body(64 * 1024 + 1)).await;
+    assert_eq!(status, 413);
+    let (status, text) = app.post_webhook(&url, padded_body(64 * 1024)).await;
+    assert_eq!(status, 200, "{text}");
+    app.get_contact("big@example.com")
+        .await
+        .expect("the 64 KiB event was applied");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_inactive_webhook_is_recorded_as_ignored_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let update = pb::UpdateAccountRequest {
+        id: account_id,
+        webhook_active: Some(false),
+        ..Default::default()
+    };
+    let account = app
+        .accounts()
+        .update_account(update)
+        .await
+        .expect("updated")
+        .into_inner();
+    assert!(!account.webhook_active);
+    let body = bodies::subscribe(LIST_A, "inactive@example.com", T1);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &body).await,
+        "ignored"
+    );
+    assert_absent(&app, "inactive@example.com").await;
+    assert!(app.all_changes().await.is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_is_unchanged_and_adds_no_change() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let body = bodies::subscribe(LIST_A, "twice@example.com", T1);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &body).await,
+        "applied"
+    );
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &body).await,
+        "unchanged"
+    );
+    assert_eq!(app.changes_for("twice@example.com").await, 1);
+    let contact = app.get_contact("twice@example.com").await.expect("created");
+    assert_eq!(statuses(&contact), [subscribed(LIST_A)]);
+    app.shutdown().await;
+}
+
+/// Truth: subscribed at T1, unsubscribed at T2, subscribed again at T3. The T2 event
+/// arrives last; the T3 state (an echo of T1's) must win.
+#[tokio::test]
+async fn a_late_unsubscribe_older_than_a_resubscribe_echo_is_stale() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "triple@example.com";
+    let post = |body: Form| {
+        let (app, url) = (&app, &url);
+        async move { post_and_outcome(app, account_id, url, &body).await }
+    };
+    assert_eq!(post(bodies::subscribe(LIST_A, email, T1)).await, "applied");
+    assert_eq!(
+        post(bodies::subscribe(LIST_A, email, T3)).await,
+        "unchanged"
+    );
+    assert_eq!(post(bodies::unsubscribe(LIST_A, email, T2)).await, "stale");
+    let contact = app.get_contact(email).await.expect("kept");
+    assert_eq!(statuses(&contact), [subscribed(LIST_A)]);
+    assert_eq!(app.changes_for(email).await, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_late_subscribe_older_than_a_delete_leaves_the_contact_absent() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "gone@example.com";
+    let subscribe = bodies::subscribe(LIST_A, email, T1);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &subscribe).await,
+        "applied"
+    );
+    let delete = bodies::delete(LIST_A, email, T3);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &delete).await,
+        "applied"
+    );
+    let late = bodies::subscribe(LIST_A, email, T2);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &late).await,
+        "stale"
+    );
+    assert_absent(&app, email).await;
+    assert!(app.all_contacts().await.is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscribe_newer_than_a_delete_brings_the_member_back() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "back@example.com";
+    let delete = bodies::delete(LIST_A, email, T2);
+    post_and_outcome(
+        &app,
+        account_id,
+        &url,
+        &bodies::subscribe(LIST_A, email, T1),
+    )
+    .await;
+    post_and_outcome(&app, account_id, &url, &delete).await;
+    let again = bodies::subscribe(LIST_A, email, T3);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &again).await,
+        "applied"
+    );
+    let contact = app.get_contact(email).await.expect("back");
+    assert_eq!(statuses(&contact), [subscribed(LIST_A)]);
+    app.shutdown().await;
+}
+
+/// Mailchimp may send the `profile` carrying the new address before the `upemail`.
+#[tokio::test]
+async fn an_email_change_after_a_profile_with_the_new_address_leaves_one_contact() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let (old, new) = ("first.addr@example.com", "second.addr@example.com");
+    post_and_outcome(&app, account_id, &url, &bodies::subscribe(LIST_A, old, T1)).await;
+    let profile = bodies::profile(LIST_A, new, T2).with("data[id]", &bodies::member_id(old));
+    post_and_outcome(&app, account_id, &url, &profile).await;
+    let upemail = bodies::upemail(LIST_A, old, new, T2);
+    let outcome = post_and_outcome(&app, account_id, &url, &upemail).await;
+    assert!(
+        ["applied", "unchanged"].contains(&outcome.as_str()),
+        "upemail was {outcome}"
+    );
+    let contact = app
+        .get_contact(new)
+        .await
+        .expect("the contact has the new address");
+    assert_eq!(statuses(&contact), [subscribed(LIST_A)]);
+    assert_absent(&app, old).await;
+    assert_eq!(app.all_contacts().await.len(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_email_change_to_an_address_on_another_list_merges_the_contacts() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let (old, new) = ("merge.old@example.com", "merge.new@example.com");
+    post_and_outcome(&app, account_id, &url, &bodies::subscribe(LIST_A, old, T1)).await;
+    post_and_outcome(&app, account_id, &url, &bodies::subscribe(LIST_B, new, T1)).await;
+    let upemail = bodies::upemail(LIST_A, old, new, T2);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &upemail).await,
+        "applied"
+    );
+    let contact = app
+        .get_contact(new)
+        .await
+        .expect("merged into the new address");
+    assert_eq!(statuses(&contact), [subscribed(LIST_A), subscribed(LIST_B)]);
+    assert_absent(&app, old).await;
+    assert_eq!(app.all_contacts().await.len(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_email_change_from_an_unknown_address_is_recorded_not_failed() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let upemail = bodies::upemail(LIST_A, "ghost@example.com", "ghost.new@example.com", T1);
+    let outcome = post_and_outcome(&app, account_id, &url, &upemail).await;
+    assert!(
+        !["failed", "rejected"].contains(&outcome.as_str()),
+        "upemail was {outcome}"
+    );
+    let stored = app.latest_event(account_id).await;
+    assert_eq!(
+        (
+            stored.event_type.as_str(),
+            stored.mailchimp_list_id.as_str()
+        ),
+        ("upemail", LIST_A)
+    );
+    assert_absent(&app, "ghost@example.com").await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn cleaned_for_an_unknown_address_creates_a_cleaned_blacklisted_contact() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "never.seen@example.com";
+    let cleaned = bodies::cleaned(LIST_A, email, T1);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &cleaned).await,
+        "applied"
+    );
+    let contact = app.get_contact(email).await.expect("created");
+    assert_eq!(
+        statuses(&contact),
+        [(LIST_A.to_owned(), "cleaned".to_owned(), true)]
+    );
+    assert!(contact.is_blacklisted);
+    let entry = app.blacklist_entry(email).await.expect("on the blacklist");
+    assert!(entry.active);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn cleaned_after_unblacklisting_reactivates_the_same_entry() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "bounces.again@example.com";
+    post_and_outcome(
+        &app,
+        account_id,
+        &url,
+        &bodies::subscribe(LIST_A, email, T1),
+    )
+    .await;
+    post_and_outcome(&app, account_id, &url, &bodies::cleaned(LIST_A, email, T2)).await;
+    let first = app.blacklist_entry(email).await.expect("blacklisted");
+    let request = pb::RemoveFromBlacklistRequest {
+        email: email.into(),
+    };
+    let removed = app
+        .blacklist()
+        .remove_from_blacklist(request)
+        .await
+        .expect("removed");
+    assert!(!removed.into_inner().active);
+    assert!(!app.get_contact(email).await.expect("kept").is_blacklisted);
+    let again = bodies::cleaned(LIST_A, email, T3);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &again).await,
+        "applied"
+    );
+    let entry = app.blacklist_entry(email).await.expect("blacklisted");
+    assert!(entry.active);
+    assert_eq!(
+        entry.id, first.id,
+        "the archived row is reactivated, not duplicated"
+    );
+    assert!(app.get_contact(email).await.expect("kept").is_blacklisted);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_audience_first_seen_through_a_webhook_is_listed() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    post_and_outcome(
+        &app,
+        account_id,
+        &url,
+        &bodies::subscribe(LIST_B, "new@example.com", T1),
+    )
+    .await;
+    let request = pb::ListAudiencesRequest { account_id };
+    let audiences = app
+        .audiences()
+        .list_audiences(request)
+        .await
+        .expect("listed")
+        .into_inner();
+    let listed: Vec<_> = audiences
+        .audiences
+        .iter()
+        .map(|a| (a.account_id, a.mailchimp_list_id.as_str(), a.name.as_str()))
+        .collect();
+    assert_eq!(listed, [(account_id, LIST_B, "")]);
+    app.shutdown().await;
+}
+
+/// Bodies no real webhook carries, each named for the failure message.
+fn garbage_bodies() -> Vec<(String, Vec<u8>)> {
+    let valid = bodies::subscribe(LIST_A, "shape@example.com", T1).encode();
+    let mut cases: Vec<(String, Vec<u8>)> = (1..=5)
+        .map(|seed| {
+            (
+                format!("random bytes, seed {seed}"),
+                random_bytes(seed, 2048),
+            )
+        })
+        .collect();
+    let mut named = |name: &str, body: Vec<u8>| cases.push((name.to_owned(), body));
+    named(
+        "invalid UTF-8 escape",
+        b"type=subscribe&data%5Bemail%5D=%C3%28".to_vec(),
+    );
+    named(
+        "raw bytes that are not UTF-8",
+        b"type=\xff\xfe&data\x80=\xc3".to_vec(),
+    );
+    named("10,000 keys", many_keys(10_000).into_bytes());
+    named("10,001 keys", many_keys(10_001).into_bytes());
+    named(
+        "a huge GROUPINGS index",
+        huge_grouping_index(&valid).into_bytes(),
+    );
+    named(
+        "deeply nested brackets",
+        format!("{valid}&data{}=x", "[a]".repeat(200)).into_bytes(),
+    );
+    named(
+        "unbalanced brackets",
+        format!("{valid}&data{}=x", "[".repeat(500)).into_bytes(),
+    );
+    named(
+        "closing brackets",
+        format!("{valid}&{}=x", "]".repeat(500)).into_bytes(),
+    );
+    named(
+        "type is not a string",
+        b"type%5Bx%5D=subscribe&fired_at=2026-04-01+10%3A00%3A00".to_vec(),
+    );
+    named(
+        "data is not an object",
+        format!("{valid}&data=x").into_bytes(),
+    );
+    named(
+        "broken percent escapes",
+        b"type=subscribe&fired_at=%&data%5Blist_id%5D=%zz%".to_vec(),
+    );
+    named("only separators", b"&&&==&=&".to_vec());
+    named(
+        "NUL bytes",
+        b"type=sub%00scribe&fired_at=2026-04-01+10%3A00%3A00%00".to_vec(),
+    );
+    named(
+        "an impossible date",
+        valid.replace("2026-04-01", "2026-02-30").into_bytes(),
+    );
+    named(
+        "an invalid address",
+        valid
+            .replace("shape%40example.com", "not-an-address")
+            .into_bytes(),
+    );
+    named(
+        "a hostile list id",
+        valid.replace(LIST_A, "..%2F..%2Fx%27%3B--").into_bytes(),
+    );
+    named(
+        "one huge value",
+        format!("{valid}&data%5Bmerges%5D%5BNOTE%5D={}", "z".repeat(60_000)).into_bytes(),
+    );
+    cases
+}
+
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes
+}
+
+/// `count` fields in all, `type` and `fired_at` among them, with short distinct keys so the
+/// body stays under the size limit.
+fn many_keys(count: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let key = |i: usize| {
+        let digit = |n: usize| char::from(DIGITS[n % DIGITS.len()]);
+        [digit(i / 3844), digit(i / 62), digit(i)]
+            .iter()
+            .collect::<String>()
+    };
+    let mut fields = vec![
+        "type=subscribe".to_owned(),
+        "fired_at=2026-04-01+10%3A00%3A00".to_owned(),
+    ];
+    fields.extend((0..count - 2).map(|i| format!("{}=", key(i))));
+    fields.join("&")
+}
+
+fn huge_grouping_index(valid: &str) -> String {
+    let key = "data%5Bmerges%5D%5BGROUPINGS%5D%5B99999999%5D";
+    format!("{valid}&{key}%5Bname%5D=Hobbies&{key}%5Bgroups%5D=Chess")
+}
+
+#[tokio::test]
+async fn garbage_bodies_never_answer_5xx_and_are_all_stored() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let garbage = garbage_bodies();
+    for (name, body) in &garbage {
+        assert!(body.len() <= 64 * 1024, "{name} is over the size limit");
+        let (status, text) = app.post_webhook(&url, body.clone()).await;
+        assert!(
+            status < 500 && status != 404 && status != 413,
+            "{name}: {status} {text:?}"
+        );
+        if status == 400 {
+            let reason = text.trim_end();
+            assert!(
+                !reason.is_empty() && !reason.contains('\n'),
+                "{name}: reason {text:?}"
+            );
+        }
+    }
+    assert_eq!(
+        app.events_of(account_id).await.len(),
+        garbage.len(),
+        "every body is stored"
+    );
+    assert_eq!(app.get(&app.http_url("/readyz")).await.0, 200);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn replaying_a_failed_event_gives_its_new_outcome() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let no_email = Form::event("subscribe", T1).with("data[list_id]", LIST_A);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &no_email).await,
+        "failed"
+    );
+    let failed = app.latest_event(account_id).await;
+    assert!(!failed.error.is_empty(), "a failed event keeps its error");
+    let request = pb::ReplayWebhookEventRequest { id: failed.id };
+    let replayed = app
+        .events()
+        .replay_webhook_event(request)
+        .await
+        .expect("replayed");
+    let replayed = replayed.into_inner();
+    assert_eq!(
+        (replayed.id, replayed.outcome.as_str()),
+        (failed.id, "failed")
+    );
+    assert_eq!(replayed.replay_count, failed.replay_count + 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn replaying_an_unknown_event_is_not_found() {
+    let app = TestApp::spawn().await;
+    let request = pb::ReplayWebhookEventRequest { id: 987_654 };
+    let status = expect_error(app.events().replay_webhook_event(request).await);
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    app.shutdown().await;
+}
