@@ -487,6 +487,7 @@ pub fn api_error(error: ApiError) -> AppError {
     let kind = match error.status() {
         Some(401 | 403) => Kind::FailedPrecondition,
         Some(404) => Kind::NotFound,
+        Some(429) => Kind::Unavailable,
         Some(400..=499) => Kind::FailedPrecondition,
         _ => Kind::Unavailable,
     };

@@ -16,6 +16,7 @@ use mailchimp_sync::grpc::pb::account_service_client::AccountServiceClient;
 use mailchimp_sync::grpc::pb::audience_service_client::AudienceServiceClient;
 use mailchimp_sync::grpc::pb::blacklist_service_client::BlacklistServiceClient;
 use mailchimp_sync::grpc::pb::contact_service_client::ContactServiceClient;
+use mailchimp_sync::grpc::pb::fetch_service_client::FetchServiceClient;
 use mailchimp_sync::grpc::pb::get_contact_request::Lookup;
 use mailchimp_sync::grpc::pb::webhook_event_service_client::WebhookEventServiceClient;
 use tempfile::TempDir;
@@ -114,8 +115,9 @@ pub struct TestApp {
     running: Running,
     channel: Channel,
     http: reqwest::Client,
-    // Dropped last, after the service let go of its connections.
-    db: TestDb,
+    // Dropped last, after the service let go of its connections; `None` for a second
+    // instance over another's database.
+    db: Option<TestDb>,
 }
 
 impl TestApp {
@@ -128,6 +130,26 @@ impl TestApp {
     /// Like [`TestApp::spawn`], with the configuration adjusted before start.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         let db = TestDb::create();
+        let url = db.url.clone();
+        TestApp::spawn_over(url, Some(db), adjust).await
+    }
+
+    /// A second instance of the service over this one's database, as replicas run.
+    pub async fn spawn_replica(&self, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let url = self
+            .db
+            .as_ref()
+            .expect("the first instance owns the database")
+            .url
+            .clone();
+        TestApp::spawn_over(url, None, adjust).await
+    }
+
+    async fn spawn_over(
+        url: String,
+        db: Option<TestDb>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let http = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("an HTTP port");
@@ -136,7 +158,7 @@ impl TestApp {
             .expect("a gRPC port");
         let http_port = http.local_addr().expect("a bound address").port();
         let mut config = Config {
-            database_url: db.url.clone(),
+            database_url: url,
             public_url: Some(format!("http://127.0.0.1:{http_port}")),
             allow_insecure_webhook_url: true,
             max_db_connections: 4,
@@ -175,6 +197,15 @@ impl TestApp {
         let stopped = stopped.unwrap_or_else(|_| panic!("not stopped within {SHUTDOWN_BOUND:?}"));
         stopped.expect("the service stops cleanly");
         drop(db);
+    }
+
+    /// The running service's state, for calling the domain directly.
+    pub fn state(&self) -> &app::AppState {
+        &self.running.state
+    }
+
+    pub fn fetches(&self) -> FetchServiceClient<Channel> {
+        FetchServiceClient::new(self.channel.clone())
     }
 
     pub fn accounts(&self) -> AccountServiceClient<Channel> {

@@ -4,6 +4,7 @@
 
 mod bodies;
 mod cli;
+mod fetch;
 mod fixtures;
 mod grpc_api;
 mod grpcurl_e2e;
