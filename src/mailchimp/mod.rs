@@ -281,9 +281,14 @@ impl Client {
 }
 
 /// The shared HTTP client: rustls, certificates checked against the platform's trust store
-/// (so a company proxy's CA works), keep-alive on.
+/// (so a company proxy's CA installed there works) and Mozilla's roots bundled in the binary
+/// (so a minimal container without a CA bundle works too), keep-alive on.
 pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    let bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .filter_map(|der| reqwest::Certificate::from_der(der).ok());
     reqwest::Client::builder()
+        .tls_certs_merge(bundled)
         .user_agent(concat!("mailchimp-sync/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(60))

@@ -86,6 +86,18 @@ impl Setup {
         runs.remove(0)
     }
 
+    /// RefreshAudiences over gRPC.
+    async fn refresh(&self) -> Vec<pb::Audience> {
+        let request = pb::RefreshAudiencesRequest {
+            account_id: self.account_id,
+        };
+        let response = self.app.audiences().refresh_audiences(request).await;
+        response
+            .expect("audiences refreshed")
+            .into_inner()
+            .audiences
+    }
+
     async fn audiences(&self) -> Vec<pb::Audience> {
         let request = pb::ListAudiencesRequest {
             account_id: self.account_id,
@@ -440,17 +452,8 @@ async fn two_replicas_fetch_each_audience_once_per_schedule_slot() {
 async fn trigger_fetch_returns_the_active_run_instead_of_starting_another() {
     let s = setup().await;
     s.add(NewMember::new("a@example.com"));
-    let refresh = pb::RefreshAudiencesRequest {
-        account_id: s.account_id,
-    };
-    let audiences = s
-        .app
-        .audiences()
-        .refresh_audiences(refresh)
-        .await
-        .unwrap()
-        .into_inner();
-    let audience_id = audiences.audiences[0].id;
+    let audiences = s.refresh().await;
+    let audience_id = audiences[0].id;
     s.fake.faults().set_delay(Duration::from_secs(2));
     let trigger = || pb::TriggerFetchRequest {
         target: Some(pb::trigger_fetch_request::Target::AudienceId(audience_id)),
@@ -557,17 +560,8 @@ async fn a_refused_api_key_is_a_failed_precondition_with_mailchimps_words() {
 async fn register_webhook_creates_then_updates_with_the_api_source_off() {
     let s = setup().await;
     let url = s.app.generate_webhook_url(s.account_id).await;
-    let refresh = pb::RefreshAudiencesRequest {
-        account_id: s.account_id,
-    };
-    let audiences = s
-        .app
-        .audiences()
-        .refresh_audiences(refresh)
-        .await
-        .unwrap()
-        .into_inner();
-    let audience_id = audiences.audiences[0].id;
+    let audiences = s.refresh().await;
+    let audience_id = audiences[0].id;
 
     let register = || pb::RegisterWebhookRequest { audience_id };
     let created = s
@@ -609,18 +603,9 @@ async fn register_webhook_creates_then_updates_with_the_api_source_off() {
 async fn signed_deliveries_from_mailchimp_apply_and_unsigned_ones_are_refused() {
     let s = setup().await;
     let url = s.app.generate_webhook_url(s.account_id).await;
-    let refresh = pb::RefreshAudiencesRequest {
-        account_id: s.account_id,
-    };
-    let audiences = s
-        .app
-        .audiences()
-        .refresh_audiences(refresh)
-        .await
-        .unwrap()
-        .into_inner();
+    let audiences = s.refresh().await;
     let request = pb::RegisterWebhookRequest {
-        audience_id: audiences.audiences[0].id,
+        audience_id: audiences[0].id,
     };
     s.app.audiences().register_webhook(request).await.unwrap();
     s.fake.set_clock(Utc::now());

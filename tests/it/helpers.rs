@@ -85,6 +85,61 @@ impl TestDb {
     }
 }
 
+/// While alive, the test's database refuses the service: PostgreSQL refuses connections
+/// (and drops the open ones); SQLite is write-locked by another connection.
+pub struct Outage {
+    restore: Option<Box<dyn FnOnce()>>,
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        if let Some(restore) = self.restore.take() {
+            restore();
+        }
+    }
+}
+
+impl TestDb {
+    pub fn outage(&self) -> Outage {
+        match &self.cleanup {
+            Cleanup::Sqlite { .. } => {
+                let path = self.url.trim_start_matches("sqlite://").to_owned();
+                let mut lock =
+                    diesel::SqliteConnection::establish(&path).expect("a second connection");
+                diesel::sql_query("BEGIN EXCLUSIVE")
+                    .execute(&mut lock)
+                    .expect("the write lock");
+                let restore = move || {
+                    let _ = diesel::sql_query("ROLLBACK").execute(&mut lock);
+                };
+                Outage {
+                    restore: Some(Box::new(restore)),
+                }
+            }
+            Cleanup::Postgres { admin_url, name } => {
+                let mut admin = PgConnection::establish(admin_url).expect("the admin database");
+                let refuse = format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false");
+                diesel::sql_query(refuse)
+                    .execute(&mut admin)
+                    .expect("connections refused");
+                let terminate = format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                );
+                diesel::sql_query(terminate)
+                    .execute(&mut admin)
+                    .expect("backends terminated");
+                let allow = format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true");
+                let restore = move || {
+                    let _ = diesel::sql_query(allow).execute(&mut admin);
+                };
+                Outage {
+                    restore: Some(Box::new(restore)),
+                }
+            }
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Cleanup::Postgres { admin_url, name } = &self.cleanup else {
@@ -197,6 +252,14 @@ impl TestApp {
         let stopped = stopped.unwrap_or_else(|_| panic!("not stopped within {SHUTDOWN_BOUND:?}"));
         stopped.expect("the service stops cleanly");
         drop(db);
+    }
+
+    /// Cuts the service off its database until the guard is dropped.
+    pub fn database_outage(&self) -> Outage {
+        self.db
+            .as_ref()
+            .expect("the instance owns its database")
+            .outage()
     }
 
     /// The running service's state, for calling the domain directly.

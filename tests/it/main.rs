@@ -9,5 +9,6 @@ mod fixtures;
 mod grpc_api;
 mod grpcurl_e2e;
 mod helpers;
+mod outage;
 mod store_suite;
 mod webhooks;

@@ -1,0 +1,44 @@
+//! The database going away: webhooks answer 503 (Mailchimp retries later) without storing a
+//! half, readiness fails, and the service recovers by itself once the database is back.
+
+use crate::bodies;
+use crate::helpers::TestApp;
+
+const LIST: &str = "4f1c9a7e20";
+
+#[tokio::test]
+async fn an_unreachable_database_answers_503_and_the_service_recovers() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let first = bodies::subscribe(LIST, "first@example.com", "2026-03-02 10:00:00").encode();
+    let second = bodies::subscribe(LIST, "second@example.com", "2026-03-02 10:01:00").encode();
+    assert_eq!(app.post_webhook(&url, first).await.0, 200);
+
+    let outage = app.database_outage();
+    let (status, text) = app.post_webhook(&url, second.clone()).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        !text.contains("sqlite") && !text.contains("postgres"),
+        "no internals: {text}"
+    );
+    if on_postgres() {
+        // SQLite keeps serving reads under another writer's lock; PostgreSQL is gone.
+        assert_eq!(app.get(&app.http_url("/readyz")).await.0, 503);
+    }
+    drop(outage);
+
+    assert_eq!(
+        app.post_webhook(&url, second).await.0,
+        200,
+        "recovered by itself"
+    );
+    assert_eq!(app.get(&app.http_url("/readyz")).await.0, 200);
+    assert!(app.get_contact("second@example.com").await.is_ok());
+    let events = app.events_of(account_id).await;
+    assert_eq!(events.len(), 2, "the refused delivery left nothing behind");
+    app.shutdown().await;
+}
+
+fn on_postgres() -> bool {
+    std::env::var("TEST_DATABASE_URL").is_ok_and(|url| url.starts_with("postgres"))
+}
