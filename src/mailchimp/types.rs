@@ -134,10 +134,9 @@ mod tests {
     fn the_fixture_page_reads_with_its_awkward_shapes() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/api/members_page.json"
+            "/tests/fixtures/api/members_page.json"
         );
-        let text =
-            std::fs::read_to_string(path).expect("the shared fixtures sit beside the repository");
+        let text = std::fs::read_to_string(path).expect("the fixture page");
         let page: MembersPage = serde_json::from_str(&text).expect("the fixture parses");
         assert!(page.members.len() >= 5);
         let hana = &page.members[0];

@@ -1,4 +1,4 @@
-//! Every case of the shared webhook fixtures (`shared/fixtures/webhooks/cases.json`), run as
+//! Every case of the webhook fixtures (`tests/fixtures/webhooks/cases.json`), run as
 //! their README says: a fresh store with one account per case, the events posted in order
 //! with their answers and stored outcomes checked, then the expected state read back over
 //! gRPC. One test per case; a guard test keeps the list below equal to the file's cases.
@@ -53,7 +53,7 @@ struct Expect {
 static CASES: LazyLock<Vec<Case>> = LazyLock::new(load_cases);
 
 fn cases_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/webhooks/cases.json")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks/cases.json")
 }
 
 fn load_cases() -> Vec<Case> {
@@ -311,5 +311,25 @@ fn value_json(value: &prost_types::Value) -> Value {
         Some(Kind::BoolValue(flag)) => json!(flag),
         Some(Kind::StructValue(object)) => struct_json(Some(object)),
         Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(value_json).collect()),
+    }
+}
+
+/// The fixtures are kept in the repository so that a clone alone runs the suite; where the
+/// project's shared folder sits beside the repository, the copies must still match it.
+#[test]
+fn the_fixture_copies_match_the_shared_originals() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let shared = root.join("../shared/fixtures");
+    if !shared.is_dir() {
+        eprintln!("no shared folder beside the repository; nothing to compare");
+        return;
+    }
+    for file in ["webhooks/cases.json", "api/members_page.json"] {
+        let original = std::fs::read(shared.join(file)).expect("the shared original");
+        let copy = std::fs::read(root.join("tests/fixtures").join(file)).expect("the copy");
+        assert!(
+            original == copy,
+            "tests/fixtures/{file} differs from the shared original"
+        );
     }
 }
