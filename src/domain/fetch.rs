@@ -26,7 +26,7 @@ use crate::mailchimp::{self, ApiError, Client, Limits, MembersQuery};
 use crate::store::accounts::{self, AccountRow};
 use crate::store::fetch_runs::{self, Claim, FetchRunRow, NewRun};
 use crate::store::lists::{self, ListRow};
-use crate::store::{Store, StoreError, write_transaction};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -167,14 +167,12 @@ impl Fetcher {
         let now = crate::now();
         let rows = self
             .store
-            .run(move |conn| {
-                write_transaction(conn, |conn| {
-                    for list in &found {
-                        let count = list.stats.member_count;
-                        lists::upsert_from_api(conn, account_id, &list.id, &list.name, count, now)?;
-                    }
-                    lists::for_account(conn, account_id)
-                })
+            .write(move |conn| {
+                for list in &found {
+                    let count = list.stats.member_count;
+                    lists::upsert_from_api(conn, account_id, &list.id, &list.name, count, now)?;
+                }
+                lists::for_account(conn, account_id)
             })
             .await?;
         Ok(rows)
@@ -202,7 +200,7 @@ impl Fetcher {
         let abandoned_before = now - self.settings.abandoned_after;
         let claims = self
             .store
-            .run(move |conn| {
+            .write(move |conn| {
                 list_ids
                     .iter()
                     .map(|&list_id| {
@@ -212,9 +210,7 @@ impl Fetcher {
                             mode: mode.as_str(),
                             scheduled_for,
                         };
-                        write_transaction(conn, |conn| {
-                            fetch_runs::claim(conn, &run, now, abandoned_before)
-                        })
+                        fetch_runs::claim(conn, &run, now, abandoned_before)
                     })
                     .collect::<Result<Vec<_>, _>>()
             })
@@ -397,17 +393,15 @@ impl Fetcher {
         let seen_by = full.then_some(run_id);
         let written = self
             .store
-            .run(move |conn| {
-                write_transaction(conn, |conn| {
-                    let now = crate::now();
-                    let mut written = 0;
-                    for member in &members {
-                        let outcome = apply::apply_fetched(conn, &list, member, seen_by, now)?;
-                        written += i64::from(outcome == Outcome::Applied);
-                    }
-                    fetch_runs::record_page(conn, run_id, members.len() as i64, written, now)?;
-                    Ok(written)
-                })
+            .write(move |conn| {
+                let now = crate::now();
+                let mut written = 0;
+                for member in &members {
+                    let outcome = apply::apply_fetched(conn, &list, member, seen_by, now)?;
+                    written += i64::from(outcome == Outcome::Applied);
+                }
+                fetch_runs::record_page(conn, run_id, members.len() as i64, written, now)?;
+                Ok(written)
             })
             .await?;
         Ok(written)
@@ -424,21 +418,19 @@ impl Fetcher {
     ) -> Result<(), RunError> {
         let (run, list) = (run.clone(), list.clone());
         self.store
-            .run(move |conn| {
-                write_transaction(conn, |conn| {
-                    let now = crate::now();
-                    if full {
-                        let started = run.started_date.unwrap_or(run.create_date);
-                        let removed = apply::remove_unseen(conn, &list, run.id, started, now)?;
-                        tracing::debug!(
-                            fetch_run_id = run.id,
-                            removed,
-                            "members gone from mailchimp removed"
-                        );
-                    }
-                    lists::record_fetch(conn, list.id, newest, now)?;
-                    fetch_runs::finish(conn, run.id, fetch_runs::SUCCEEDED, None, now)
-                })
+            .write(move |conn| {
+                let now = crate::now();
+                if full {
+                    let started = run.started_date.unwrap_or(run.create_date);
+                    let removed = apply::remove_unseen(conn, &list, run.id, started, now)?;
+                    tracing::debug!(
+                        fetch_run_id = run.id,
+                        removed,
+                        "members gone from mailchimp removed"
+                    );
+                }
+                lists::record_fetch(conn, list.id, newest, now)?;
+                fetch_runs::finish(conn, run.id, fetch_runs::SUCCEEDED, None, now)
             })
             .await?;
         Ok(())

@@ -93,8 +93,7 @@ fn write_loop(store: &Store, feed: &watch::Sender<i64>, mut queue: mpsc::Receive
 }
 
 fn write_batch(store: &Store, batch: &[Job]) -> StoreResult<Vec<Receipt>> {
-    let mut conn = store.connection()?;
-    crate::store::write_transaction(&mut conn, |conn| {
+    store.write_blocking(|conn| {
         batch
             .iter()
             .map(|job| store_delivery(conn, &job.delivery))

@@ -11,7 +11,7 @@ use crate::error::{AppError, AppResult};
 use crate::store::blacklist::{self, BlacklistRow};
 use crate::store::changes::{self, ChangeRow, NewChange};
 use crate::store::events::{self, EventFilter, EventSummary};
-use crate::store::{DbConnection, Store, StoreError, StoreResult, contacts, write_transaction};
+use crate::store::{DbConnection, Store, StoreError, StoreResult, contacts};
 use crate::webhook::event::{self, Envelope};
 
 pub async fn list_blacklist(
@@ -40,7 +40,7 @@ pub async fn remove_from_blacklist(
         .ok_or_else(|| AppError::invalid("email", "not a valid email address"))?;
     let now = crate::now();
     let row = store
-        .run(move |conn| write_transaction(conn, |conn| unblacklist(conn, &email, now)))
+        .write(move |conn| unblacklist(conn, &email, now))
         .await?;
     publish(store, feed).await;
     row.ok_or_else(|| AppError::not_found("blacklist entry"))
@@ -119,9 +119,7 @@ pub async fn replay_event(
     id: i64,
 ) -> AppResult<EventSummary> {
     let now = crate::now();
-    let result = store
-        .run(move |conn| write_transaction(conn, |conn| replay(conn, id, now)))
-        .await;
+    let result = store.write(move |conn| replay(conn, id, now)).await;
     let summary = match result {
         Err(StoreError::NotFound) => return Err(AppError::not_found("webhook event")),
         other => other?,

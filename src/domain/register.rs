@@ -9,7 +9,7 @@ use crate::domain::fetch::{Fetcher, api_error};
 use crate::error::{AppError, AppResult, Kind};
 use crate::mailchimp::types::{ApiWebhook, WebhookSpec};
 use crate::store::accounts::{self, AccountChanges};
-use crate::store::{lists, write_transaction};
+use crate::store::lists;
 
 /// The webhook as Mailchimp now holds it.
 #[derive(Debug, Clone)]
@@ -63,19 +63,17 @@ pub async fn register_webhook(
     let account_id = account.id;
     fetcher
         .store()
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let now = crate::now();
-                if let Some(secret) = secret {
-                    let changes = AccountChanges {
-                        webhook_signing_secret: Some(Some(secret)),
-                        write_date: Some(now),
-                        ..Default::default()
-                    };
-                    accounts::update(conn, account_id, &changes)?;
-                }
-                lists::set_webhook_registered(conn, audience_id, now)
-            })
+        .write(move |conn| {
+            let now = crate::now();
+            if let Some(secret) = secret {
+                let changes = AccountChanges {
+                    webhook_signing_secret: Some(Some(secret)),
+                    write_date: Some(now),
+                    ..Default::default()
+                };
+                accounts::update(conn, account_id, &changes)?;
+            }
+            lists::set_webhook_registered(conn, audience_id, now)
         })
         .await?;
     Ok(Registered {

@@ -16,6 +16,7 @@ pub mod lists;
 pub mod schema;
 pub mod subscriptions;
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -77,6 +78,12 @@ impl From<DieselError> for StoreError {
             }
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
             | DieselError::BrokenTransactionManager => StoreError::Unavailable(Box::new(error)),
+            // SQLite's busy timeout ran out: another process held the write lock throughout.
+            DieselError::DatabaseError(_, ref info)
+                if info.message().contains("database is locked") =>
+            {
+                StoreError::Unavailable(Box::new(error))
+            }
             other => StoreError::Query(other),
         }
     }
@@ -151,8 +158,9 @@ impl ManageConnection for Manager {
 }
 
 /// SQLite set up for a server: WAL so readers never wait for the writer, foreign keys on,
-/// a busy timeout instead of instant `SQLITE_BUSY`, and full sync so that a committed
-/// event survives a power cut.
+/// a busy timeout instead of instant `SQLITE_BUSY` (short enough that a webhook still
+/// answers inside Mailchimp's ten seconds), and full sync so that a committed event
+/// survives a power cut.
 #[derive(Debug)]
 struct SqliteSetup;
 
@@ -176,6 +184,10 @@ pub type Pool = r2d2::Pool<Manager>;
 pub struct Store {
     pool: Pool,
     backend: Backend,
+    /// Writers of this process take turns here before the database's own lock: a blocked
+    /// thread is woken when the lock is free, where SQLite's busy handler would sleep and
+    /// poll, and a waiting writer holds no pooled connection.
+    writer: Arc<Mutex<()>>,
 }
 
 impl Store {
@@ -188,7 +200,11 @@ impl Store {
             .connection_timeout(Duration::from_secs(5))
             .connection_customizer(Box::new(SqliteSetup))
             .build_unchecked(Manager { backend, target });
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            writer: Arc::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -215,6 +231,33 @@ impl Store {
         })
         .await
         .map_err(|join| StoreError::Unavailable(Box::new(join)))?
+    }
+
+    /// Runs `work` in a write transaction (see [`write_transaction`]) on the blocking
+    /// threads.
+    pub async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> StoreResult<T> + Send + 'static,
+    {
+        let store = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            store.write_blocking(work)
+        })
+        .await
+        .map_err(|join| StoreError::Unavailable(Box::new(join)))?
+    }
+
+    /// Like [`Store::write`], on the calling thread.
+    pub fn write_blocking<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        F: FnOnce(&mut DbConnection) -> StoreResult<T>,
+    {
+        let _turn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut conn = self.connection()?;
+        write_transaction(&mut conn, work)
     }
 
     /// Applies every pending migration; returns the versions it ran.
