@@ -6,7 +6,8 @@ use diesel::prelude::*;
 use super::schema::mailchimp_account as table;
 use super::{DbConnection, StoreError, StoreResult, on_backend};
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+/// An account with its secrets; its `Debug` shows none of them.
+#[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = table)]
 pub struct AccountRow {
     pub id: i64,
@@ -22,7 +23,19 @@ pub struct AccountRow {
     pub write_date: NaiveDateTime,
 }
 
-#[derive(Debug, Insertable)]
+impl std::fmt::Debug for AccountRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRow")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("data_center", &self.data_center)
+            .field("api_base_url", &self.api_base_url)
+            .field("webhook_active", &self.webhook_active)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Insertable)]
 #[diesel(table_name = table)]
 pub struct NewAccount<'a> {
     pub name: &'a str,
@@ -34,7 +47,7 @@ pub struct NewAccount<'a> {
 }
 
 /// Columns to change; `None` keeps the stored value.
-#[derive(Debug, Default, AsChangeset)]
+#[derive(Default, AsChangeset)]
 #[diesel(table_name = table)]
 pub struct AccountChanges {
     pub name: Option<String>,
@@ -102,4 +115,32 @@ pub fn find_by_token_hash(
         .select(AccountRow::as_select())
         .first(conn)
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let now = chrono::DateTime::UNIX_EPOCH.naive_utc();
+        let row = AccountRow {
+            id: 1,
+            name: "Acme".into(),
+            api_key: "0123456789abcdefSECRETKEY-us6".into(),
+            data_center: "us6".into(),
+            api_base_url: None,
+            webhook_token: Some("TOKENTOKENTOKEN".into()),
+            webhook_token_hash: Some("HASHHASH".into()),
+            webhook_active: true,
+            webhook_signing_secret: Some("SIGNINGSECRET".into()),
+            create_date: now,
+            write_date: now,
+        };
+        let shown = format!("{row:?}");
+        assert!(shown.contains("Acme"));
+        for secret in ["SECRETKEY", "TOKENTOKEN", "HASHHASH", "SIGNINGSECRET"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 }
