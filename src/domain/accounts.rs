@@ -7,6 +7,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::domain::apply;
 use crate::error::{AppError, AppResult, Kind};
 use crate::store::Store;
 use crate::store::accounts::{self, AccountChanges, AccountRow, NewAccount};
@@ -118,9 +119,18 @@ pub async fn update(store: &Store, id: i64, input: AccountInput) -> AppResult<Ac
         .map_err(not_found)
 }
 
+/// Deletes the account with its audiences. Their members leave through the change feed
+/// first, as they would one by one, so an Odoo module following it lets them go too.
 pub async fn delete(store: &Store, id: i64) -> AppResult<()> {
+    let now = crate::now();
     store
-        .run(move |conn| accounts::delete(conn, id))
+        .write(move |conn| {
+            accounts::get(conn, id)?;
+            for list in lists::for_account(conn, id)? {
+                apply::remove_audience_members(conn, &list, now)?;
+            }
+            accounts::delete(conn, id)
+        })
         .await
         .map_err(not_found)
 }

@@ -132,30 +132,53 @@ pub fn remove_unseen(
     started: NaiveDateTime,
     now: NaiveDateTime,
 ) -> StoreResult<usize> {
+    remove_in_batches(conn, list, started, now, |conn| {
+        subscriptions::unseen(conn, list.id, run_id, started, 500)
+    })
+}
+
+/// Removes every subscription of the audience, with a change-feed entry for each contact
+/// and the contacts left without any, before the audience itself goes.
+pub fn remove_audience_members(
+    conn: &mut DbConnection,
+    list: &ListRow,
+    now: NaiveDateTime,
+) -> StoreResult<usize> {
+    remove_in_batches(conn, list, now, now, |conn| {
+        subscriptions::of_list(conn, list.id, 500)
+    })
+}
+
+fn remove_in_batches(
+    conn: &mut DbConnection,
+    list: &ListRow,
+    removed_at: NaiveDateTime,
+    now: NaiveDateTime,
+    next_batch: impl Fn(&mut DbConnection) -> StoreResult<Vec<SubscriptionRow>>,
+) -> StoreResult<usize> {
     let account_id = list.account_id;
     let mut ctx = Ctx {
         conn,
         account_id,
-        fired_at: started,
+        fired_at: removed_at,
         now,
         fetched_tags: None,
         changes: Vec::new(),
     };
     let mut removed = 0;
     loop {
-        let batch = subscriptions::unseen(ctx.conn, list.id, run_id, started, 500)?;
+        let batch = next_batch(ctx.conn)?;
         if batch.is_empty() {
-            break;
+            return Ok(removed);
         }
         for held in &batch {
             let contact = contacts::get(ctx.conn, held.contact_id)?;
             ctx.remove_subscription(&contact, list, held)?;
-            changes::insert_all(ctx.conn, &ctx.changes)?;
-            ctx.changes.clear();
         }
+        changes::insert_all(ctx.conn, &ctx.changes)?;
+        ctx.changes.clear();
         removed += batch.len();
     }
-    Ok(removed)
 }
 
 fn member_data(list: &ListRow, member: &ApiMember, email: EmailIdentity) -> MemberData {

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use chrono::NaiveDateTime;
+use chrono::{Datelike, NaiveDateTime};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::apply::{self, Applied, Outcome};
@@ -96,7 +96,7 @@ fn write_batch(store: &Store, batch: &[Job]) -> StoreResult<Vec<Receipt>> {
     store.write_blocking(|conn| {
         batch
             .iter()
-            .map(|job| store_delivery(conn, &job.delivery))
+            .map(|job| store_isolated(conn, &job.delivery))
             .collect()
     })
 }
@@ -135,6 +135,36 @@ fn publish_sequence(store: &Store, feed: &watch::Sender<i64>) {
         .and_then(|mut conn| changes::last_sequence(&mut conn));
     if let Ok(last) = last {
         feed.send_if_modified(|held| std::mem::replace(held, last) != last);
+    }
+}
+
+/// Stores one delivery in a savepoint of its own: whatever goes wrong with it, short of
+/// the database going away, leaves its neighbours in the batch untouched, and the raw body
+/// is still kept, as `failed`.
+fn store_isolated(conn: &mut DbConnection, delivery: &Delivery) -> StoreResult<Receipt> {
+    match diesel::Connection::transaction(conn, |conn| store_delivery(conn, delivery)) {
+        Ok(receipt) => Ok(receipt),
+        Err(error @ StoreError::Unavailable(_)) => Err(error),
+        Err(error) => {
+            tracing::error!(account_id = delivery.account_id, error = %error, "webhook event stored raw only");
+            let note = "could not be stored as received; only the raw body was kept";
+            let new = NewEvent {
+                account_id: delivery.account_id,
+                mailchimp_list_id: None,
+                event_type: None,
+                fired_at: None,
+                raw_body: &delivery.body,
+                outcome: Outcome::Failed.as_str(),
+                error: Some(note),
+                received_date: delivery.received,
+            };
+            events::insert(conn, &new)?;
+            Ok(Receipt {
+                outcome: Outcome::Failed,
+                reason: None,
+                event_type: None,
+            })
+        }
     }
 }
 
@@ -215,6 +245,18 @@ fn decide(
     ))
 }
 
+/// An event time no real delivery has. A future one would otherwise win over every later
+/// change of the member, so that an unsubscribe could never apply again.
+fn implausible_time(fired_at: NaiveDateTime, received: NaiveDateTime) -> Option<&'static str> {
+    if fired_at > received + chrono::Duration::hours(1) {
+        return Some("fired_at lies more than an hour after the time it was received");
+    }
+    if fired_at.year() < 2001 {
+        return Some("fired_at lies before Mailchimp existed");
+    }
+    None
+}
+
 /// Interprets and applies a parsed event in a savepoint. An event that cannot be applied is
 /// `failed` with the reason; only an unreachable database aborts the batch.
 pub fn apply_raw(
@@ -223,6 +265,12 @@ pub fn apply_raw(
     raw: &RawEvent,
     now: NaiveDateTime,
 ) -> StoreResult<Applied> {
+    if let Some(problem) = implausible_time(raw.fired_at, now) {
+        return Ok(Applied {
+            outcome: Outcome::Failed,
+            note: Some(problem.to_owned()),
+        });
+    }
     let event = match event::interpret(raw) {
         Ok(event) => event,
         Err(error) => {
@@ -246,5 +294,24 @@ pub fn apply_raw(
                 note: Some(note),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn event_times_far_ahead_or_before_mailchimp_are_implausible() {
+        let received = at("2026-03-02 10:00:00");
+        assert_eq!(implausible_time(at("2026-03-02 10:59:59"), received), None);
+        assert_eq!(implausible_time(at("2019-01-01 00:00:00"), received), None);
+        assert!(implausible_time(at("2026-03-02 11:00:01"), received).is_some());
+        assert!(implausible_time(at("9999-12-31 23:59:59"), received).is_some());
+        assert!(implausible_time(at("0000-01-01 00:00:00"), received).is_some());
     }
 }

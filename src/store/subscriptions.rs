@@ -193,6 +193,20 @@ pub fn unseen(
         .load(conn)?)
 }
 
+/// Up to `limit` subscriptions of the audience.
+pub fn of_list(
+    conn: &mut DbConnection,
+    list_id: i64,
+    limit: i64,
+) -> StoreResult<Vec<SubscriptionRow>> {
+    Ok(table::table
+        .filter(table::list_id.eq(list_id))
+        .order(table::id)
+        .limit(limit)
+        .select(SubscriptionRow::as_select())
+        .load(conn)?)
+}
+
 pub fn count_for_contact(conn: &mut DbConnection, contact_id: i64) -> StoreResult<i64> {
     Ok(table::table
         .filter(table::contact_id.eq(contact_id))

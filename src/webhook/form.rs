@@ -24,6 +24,10 @@ const SHOWN_KEY_CHARS: usize = 100;
 pub enum FormError {
     #[error("body is not valid UTF-8 in field {}", printable(key))]
     NotUtf8 { key: String },
+    /// No text field of Odoo's may hold a NUL (PostgreSQL refuses it), and no real
+    /// Mailchimp value has one.
+    #[error("body has a NUL character in field {}", printable(key))]
+    Nul { key: String },
     #[error("body nests a field deeper than {MAX_DEPTH} levels")]
     TooDeep,
     #[error("body has more than {MAX_FIELDS} fields")]
@@ -61,6 +65,11 @@ fn decode_pair(pair: &[u8]) -> Result<(String, String), FormError> {
         std::str::from_utf8(&key),
         String::from_utf8(unescape(raw_value)),
     ) {
+        (Ok(name), Ok(value)) if name.contains('\0') || value.contains('\0') => {
+            Err(FormError::Nul {
+                key: name.to_owned(),
+            })
+        }
         (Ok(name), Ok(value)) => Ok((name.to_owned(), value)),
         _ => Err(FormError::NotUtf8 {
             key: String::from_utf8_lossy(&key).into_owned(),
@@ -211,6 +220,16 @@ fn printable(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_nul_character_is_refused_with_its_field() {
+        let error = super::decode(b"type=subscribe&data%5Blist_id%5D=P%001").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "body has a NUL character in field data[list_id]"
+        );
+        assert!(super::decode(b"a%00b=1").is_err());
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -576,3 +576,97 @@ async fn replaying_an_unknown_event_is_not_found() {
     assert_eq!(status.code(), tonic::Code::NotFound);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_nul_character_is_rejected_without_harming_events_in_the_same_burst() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let poisoned = "type=subscribe&fired_at=2026-03-11+10:00:00&data%5Blist_id%5D=P%001&data%5Bemail%5D=a%40x.org";
+    let client = reqwest::Client::new();
+    let mut posts = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let body = match i % 5 {
+            0 => poisoned.to_owned(),
+            _ => bodies::subscribe(LIST_A, &format!("n{i}@example.com"), T1).encode(),
+        };
+        let request = client
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        posts.spawn(async move { (i, request.send().await.expect("answered").status().as_u16()) });
+    }
+
+    while let Some(answer) = posts.join_next().await {
+        let (i, status) = answer.expect("the post task ends");
+        assert_eq!(status, if i % 5 == 0 { 400 } else { 200 }, "post {i}");
+    }
+    for i in (0..20).filter(|i| i % 5 != 0) {
+        assert!(
+            app.get_contact(&format!("n{i}@example.com")).await.is_ok(),
+            "n{i}"
+        );
+    }
+    let events = app.events_of(account_id).await;
+    assert_eq!(events.len(), 20, "every request is stored");
+    assert_eq!(events.iter().filter(|e| e.outcome == "rejected").count(), 4);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_fired_in_the_future_fails_and_cannot_lock_the_member() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "victim@example.com";
+    let future = bodies::subscribe(LIST_A, email, "9999-12-31 23:59:59").encode();
+    assert_eq!(app.post_webhook(&url, future).await.0, 200);
+    let stored = app.latest_event(account_id).await;
+    assert_eq!(stored.outcome, "failed");
+    assert!(stored.error.contains("fired_at"), "{}", stored.error);
+
+    let unsubscribe = bodies::unsubscribe(LIST_A, email, T2).encode();
+    assert_eq!(app.post_webhook(&url, unsubscribe).await.0, 200);
+    assert_eq!(app.latest_event(account_id).await.outcome, "applied");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_an_account_removes_its_members_through_the_change_feed() {
+    let app = TestApp::spawn().await;
+    let (gone_id, gone_url) = app.create_account().await;
+    let (_kept_id, kept_url) = app.create_account().await;
+    let only = bodies::subscribe(LIST_A, "only@example.com", T1).encode();
+    let shared_gone = bodies::subscribe(LIST_A, "both@example.com", T1).encode();
+    let shared_kept = bodies::subscribe(LIST_B, "both@example.com", T1).encode();
+    assert_eq!(app.post_webhook(&gone_url, only).await.0, 200);
+    assert_eq!(app.post_webhook(&gone_url, shared_gone).await.0, 200);
+    assert_eq!(app.post_webhook(&kept_url, shared_kept).await.0, 200);
+
+    let request = pb::DeleteAccountRequest { id: gone_id };
+    app.accounts()
+        .delete_account(request)
+        .await
+        .expect("deleted");
+
+    assert_absent(&app, "only@example.com").await;
+    let both = app
+        .get_contact("both@example.com")
+        .await
+        .expect("kept by the other account");
+    assert_eq!(both.subscriptions.len(), 1);
+    let kinds: Vec<(String, String)> = app
+        .all_changes()
+        .await
+        .into_iter()
+        .skip(3)
+        .map(|change| (change.email_normalized, change.kind))
+        .collect();
+    assert!(
+        kinds.contains(&("only@example.com".into(), "contact_removed".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("both@example.com".into(), "subscription_removed".into())),
+        "{kinds:?}"
+    );
+    app.shutdown().await;
+}
