@@ -116,6 +116,7 @@ pub async fn start(
         public_url: config.public_url.clone(),
         allow_insecure: config.allow_insecure_webhook_url,
     };
+    webhook_base.validate().map_err(anyhow::Error::msg)?;
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stopping) = watch::channel(false);
     let fetcher = Fetcher::new(store.clone(), config.fetch.clone())?;

@@ -3,7 +3,7 @@
 //! the path never reaches it.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -13,9 +13,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::app::AppState;
 use crate::webhook;
+
+/// How long one request may take, body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -26,6 +30,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(webhook::MAX_BODY))
+        // A client that never finishes its body would otherwise hold a connection forever.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(middleware::from_fn(access_log))
         .with_state(state)
 }
@@ -69,12 +78,13 @@ async fn access_log(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let response = next.run(request).await;
-    tracing::debug!(
-        http.method = %method,
-        http.route = %route,
-        http.status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_millis() as u64,
-        "http request"
-    );
+    let status = response.status().as_u16();
+    let duration_ms = started.elapsed().as_millis() as u64;
+    // Refusals (unknown token, too large, too slow) are worth a line at the default level.
+    if status >= 400 {
+        tracing::info!(http.method = %method, http.route = %route, http.status = status, duration_ms, "http request refused");
+    } else {
+        tracing::debug!(http.method = %method, http.route = %route, http.status = status, duration_ms, "http request");
+    }
     response
 }

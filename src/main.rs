@@ -99,7 +99,8 @@ struct DatabaseArgs {
     database_url: String,
 
     /// Most database connections the pool opens.
-    #[arg(long, env = "MAILCHIMP_SYNC_DB_CONNECTIONS", default_value_t = 8)]
+    #[arg(long, env = "MAILCHIMP_SYNC_DB_CONNECTIONS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
     db_connections: u32,
 }
 

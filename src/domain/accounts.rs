@@ -27,6 +27,21 @@ impl WebhookBase {
         Some(format!("{base}/webhooks/mailchimp/{token}"))
     }
 
+    /// Refuses, at start-up, a public URL that could never make a webhook URL. A plain
+    /// `http://` one starts, with a warning, and `GenerateWebhookUrl` refuses it.
+    pub fn validate(&self) -> Result<(), String> {
+        let Some(url) = &self.public_url else {
+            return Ok(());
+        };
+        base_url(url).map_err(|problem| format!("--public-url {problem}"))?;
+        if self.check().is_err() {
+            tracing::warn!(
+                "--public-url is not https://: webhook URLs will be refused until it is, or until --allow-insecure-webhook-url is given"
+            );
+        }
+        Ok(())
+    }
+
     pub fn check(&self) -> AppResult<()> {
         let Some(url) = &self.public_url else {
             let message = "no public URL is configured: start the service with --public-url";
@@ -237,17 +252,27 @@ pub fn data_center(api_key: &str) -> AppResult<String> {
 }
 
 fn valid_base_url(url: &str) -> AppResult<String> {
+    base_url(url).map_err(|problem| AppError::invalid("api_base_url", problem))
+}
+
+/// A base URL as the service uses one: http or https, a host, and nothing that would
+/// carry credentials or end up in the middle of a longer URL (user info, query, fragment).
+pub fn base_url(url: &str) -> Result<String, &'static str> {
     let url = url.trim().trim_end_matches('/');
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(url.to_owned()),
-        _ => Err(AppError::invalid(
-            "api_base_url",
-            "must be an http:// or https:// URL",
-        )),
+    let Some(rest) = rest else {
+        return Err("must be an http:// or https:// URL");
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be an http:// or https:// URL");
     }
+    if rest.contains(['@', '?', '#']) {
+        return Err("must not hold credentials, a query or a fragment");
+    }
+    Ok(url.to_owned())
 }
 
 /// The API key as an operator may see it: the last four characters of its secret part,
@@ -314,6 +339,29 @@ mod tests {
             .url_for("abc")
             .unwrap();
         assert_eq!(url, "https://sync.example.com/webhooks/mailchimp/abc");
+    }
+
+    #[test]
+    fn base_urls_refuse_credentials_queries_and_fragments() {
+        assert_eq!(
+            base_url("https://sync.example.com/").unwrap(),
+            "https://sync.example.com"
+        );
+        assert_eq!(
+            base_url("http://127.0.0.1:8090").unwrap(),
+            "http://127.0.0.1:8090"
+        );
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https://user:pw@x.example",
+            "https://x.example?a=1",
+            "https://x.example/#f",
+            "https://x y",
+            "not a url",
+        ] {
+            assert!(base_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

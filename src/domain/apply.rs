@@ -258,7 +258,8 @@ impl Ctx<'_> {
                 reason,
                 ..
             } => self.cleaned(list_id, email, email_raw, reason.as_deref()),
-            Event::Campaign { .. } | Event::Unknown { .. } => Ok(Outcome::Ignored.into()),
+            Event::Campaign { .. } => Ok(ignored("campaign events are recorded only")),
+            Event::Unknown { .. } => Ok(ignored("an event type this service does not handle")),
         }
     }
 
@@ -760,6 +761,13 @@ impl Ctx<'_> {
             opt_out: state.map(|state| state.opt_out),
             create_date: self.now,
         });
+    }
+}
+
+fn ignored(note: &str) -> Applied {
+    Applied {
+        outcome: Outcome::Ignored,
+        note: Some(note.to_owned()),
     }
 }
 

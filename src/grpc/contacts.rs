@@ -118,11 +118,17 @@ async fn follow_changes(
         if full {
             continue;
         }
-        tokio::select! {
-            _ = commits.changed() => {}
-            _ = tokio::time::sleep(WATCH_POLL) => {}
+        let stopped = tokio::select! {
+            _ = commits.changed() => false,
+            _ = tokio::time::sleep(WATCH_POLL) => false,
             _ = sender.closed() => return,
-            _ = stopping.wait_for(|stopped| *stopped) => return,
+            _ = async { let _ = stopping.wait_for(|stopped| *stopped).await; } => true,
+        };
+        if stopped {
+            let _ = sender
+                .send(Err(Status::unavailable("the service is shutting down")))
+                .await;
+            return;
         }
     }
 }

@@ -257,19 +257,25 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| network(&e.without_url().to_string()))?;
+        let response = request.send().await.map_err(|e| self.network_error(e))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| network(&e.without_url().to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| self.network_error(e))?;
         if !status.is_success() {
             return Err(problem(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|error| ApiError::Decode(error.to_string()))
+    }
+
+    /// What went wrong on the wire, without the URL (it names the account's data centre
+    /// and audience, which a log reader does not need).
+    fn network_error(&self, error: reqwest::Error) -> ApiError {
+        if error.is_timeout() {
+            let seconds = self.limits.request_timeout.as_secs();
+            return network(&format!(
+                "no answer within {seconds} s (--mailchimp-timeout)"
+            ));
+        }
+        network(&error.without_url().to_string())
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
