@@ -130,9 +130,8 @@ impl Batch {
     }
 }
 
-/// Makes bodies for ever new people, with one clock across every batch it makes.
+/// Makes bodies about invented people, with one clock across every batch it makes.
 pub struct Generator {
-    next_person: u64,
     next_event: usize,
     start: NaiveDateTime,
     people: Vec<Person>,
@@ -142,7 +141,6 @@ impl Generator {
     /// Events are stamped from `start` on, one second apart.
     pub fn new(start: NaiveDateTime) -> Generator {
         Generator {
-            next_person: 0,
             next_event: 0,
             start,
             people: Vec::new(),
@@ -206,8 +204,7 @@ impl Generator {
     }
 
     fn new_person(&mut self, list: &'static str) -> usize {
-        let number = self.next_person;
-        self.next_person += 1;
+        let number = self.people.len() as u64;
         let first = FIRST_NAMES[(number % 12) as usize];
         let last = (number / 12 % 12) as usize;
         let email = address(first, LAST_NAMES[last], number, "");
