@@ -73,7 +73,7 @@ pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<AccountRow> {
     Ok(table::table
         .find(id)
         .select(AccountRow::as_select())
-        .first(conn)?)
+        .get_result(conn)?)
 }
 
 pub fn list(conn: &mut DbConnection) -> StoreResult<Vec<AccountRow>> {
@@ -113,7 +113,7 @@ pub fn find_by_token_hash(
     Ok(table::table
         .filter(table::webhook_token_hash.eq(token_hash))
         .select(AccountRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 

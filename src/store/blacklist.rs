@@ -32,7 +32,7 @@ pub fn get(conn: &mut DbConnection, email_normalized: &str) -> StoreResult<Optio
     Ok(table::table
         .filter(table::email.eq(email_normalized))
         .select(BlacklistRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 

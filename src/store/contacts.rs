@@ -82,7 +82,7 @@ pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<ContactRow> {
     Ok(table::table
         .find(id)
         .select(ContactRow::as_select())
-        .first(conn)?)
+        .get_result(conn)?)
 }
 
 pub fn find_by_email(
@@ -92,7 +92,7 @@ pub fn find_by_email(
     Ok(table::table
         .filter(table::email_normalized.eq(email_normalized))
         .select(ContactRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 

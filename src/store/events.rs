@@ -55,11 +55,14 @@ pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<EventSummary> {
     Ok(table::table
         .find(id)
         .select(EventSummary::as_select())
-        .first(conn)?)
+        .get_result(conn)?)
 }
 
 pub fn raw_body(conn: &mut DbConnection, id: i64) -> StoreResult<Vec<u8>> {
-    Ok(table::table.find(id).select(table::raw_body).first(conn)?)
+    Ok(table::table
+        .find(id)
+        .select(table::raw_body)
+        .get_result(conn)?)
 }
 
 /// Which events a listing shows.

@@ -106,7 +106,7 @@ fn for_slot(
         .filter(table::list_id.eq(list_id))
         .filter(table::scheduled_for.eq(slot))
         .select(FetchRunRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 
@@ -159,7 +159,7 @@ pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<FetchRunRow> {
     Ok(table::table
         .find(id)
         .select(FetchRunRow::as_select())
-        .first(conn)?)
+        .get_result(conn)?)
 }
 
 /// Which runs a listing shows.

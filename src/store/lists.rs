@@ -39,7 +39,7 @@ pub fn find(
         .filter(table::account_id.eq(account_id))
         .filter(table::mailchimp_list_id.eq(mailchimp_list_id))
         .select(ListRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 
@@ -70,7 +70,7 @@ pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<ListRow> {
     Ok(table::table
         .find(id)
         .select(ListRow::as_select())
-        .first(conn)?)
+        .get_result(conn)?)
 }
 
 pub fn for_account(conn: &mut DbConnection, account_id: i64) -> StoreResult<Vec<ListRow>> {

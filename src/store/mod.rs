@@ -5,6 +5,10 @@
 //! diesel's `MultiConnection` covers the SQL both backends share. `ON CONFLICT` and
 //! `RETURNING` are not part of that subset, so the few queries that need them match on the
 //! connection's variant through [`on_backend!`], which compiles the same DSL once per backend.
+//!
+//! Lookups by a unique key use `get_result`, not `first`: `first` binds its `LIMIT` as a
+//! parameter, and SQLite recompiles a statement whose plan depends on a bound limit every
+//! time it runs, which made those lookups the writer's largest cost.
 
 pub mod accounts;
 pub mod blacklist;

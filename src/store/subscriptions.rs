@@ -74,7 +74,7 @@ pub fn find(
         .filter(table::contact_id.eq(contact_id))
         .filter(table::list_id.eq(list_id))
         .select(SubscriptionRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 
@@ -88,7 +88,7 @@ pub fn find_by_member_id(
         .filter(table::list_id.eq(list_id))
         .filter(table::unique_email_id.eq(unique_email_id))
         .select(SubscriptionRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 
@@ -240,7 +240,7 @@ pub fn tombstone(
         .filter(sync_tombstone::list_id.eq(list_id))
         .filter(sync_tombstone::email_normalized.eq(email_normalized))
         .select(sync_tombstone::removed_at)
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 
