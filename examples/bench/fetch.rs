@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, default_value = "sqlite", value_parser = Backend::parse)]
     database: Backend,
     /// The longest one fetch may run, in seconds.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 1800)]
     time_limit: u64,
 }
 

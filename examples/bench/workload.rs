@@ -287,8 +287,8 @@ fn member_fields(form: &mut Form, person: &Person, extra: &[(&str, &str)]) {
         .field("data[merges][BIRTHDAY]", "");
 }
 
-/// `First.Last.N@example.*`, capitalized as people type it; accents are dropped from the
-/// local part.
+/// `First.Last.N@example.*`, capitalized as people type it; the local part keeps only the
+/// ASCII letters of the names (`Inès O'Brien` gives `Ins.OBrien.N`).
 fn address(first: &str, last: &str, number: u64, suffix: &str) -> String {
     let plain = |name: &str| -> String { name.chars().filter(char::is_ascii_alphabetic).collect() };
     let domain = DOMAINS[(number % 3) as usize];
