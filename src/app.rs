@@ -2,7 +2,7 @@
 //! serve on listeners the caller bound (tests bind port 0 and read the real addresses).
 //! Readiness turns on only once all of that is done.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,7 +15,10 @@ use tokio_cron_scheduler::JobScheduler;
 use crate::domain::accounts::WebhookBase;
 use crate::domain::fetch::{self, Fetcher};
 use crate::domain::ingest::Ingestor;
+use crate::grpc::auth::BearerToken;
+use crate::metrics::Metrics;
 use crate::store::{Store, changes};
+use crate::tls::TlsFiles;
 
 /// What the service needs to run.
 #[derive(Debug, Clone)]
@@ -27,6 +30,13 @@ pub struct Config {
     pub fetch: fetch::Settings,
     /// Six-field cron expression (seconds first) for the scheduled fetch; `None` disables it.
     pub fetch_schedule: Option<String>,
+    /// Serve HTTPS on the HTTP listener with this certificate and key.
+    pub http_tls: Option<TlsFiles>,
+    /// Serve gRPC over TLS with this certificate and key.
+    pub grpc_tls: Option<TlsFiles>,
+    /// Every gRPC call but health checks must carry it; without one, gRPC serves loopback
+    /// only.
+    pub grpc_token: Option<BearerToken>,
 }
 
 /// Everything a request handler may use; cheap to clone.
@@ -41,6 +51,7 @@ pub struct AppState {
     pub fetcher: Arc<Fetcher>,
     /// Turns true when the service stops; long-lived streams end on it.
     pub stopping: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A started service: its addresses, and a way to stop it and wait until it has.
@@ -96,12 +107,51 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// Without a token, anyone who reaches the gRPC port could read every contact and change
+/// accounts: only loopback is safe then.
+fn check_grpc_exposure(config: &Config, addr: SocketAddr) -> anyhow::Result<()> {
+    let loopback = match addr.ip() {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|ip| ip.is_loopback())
+        }
+    };
+    anyhow::ensure!(
+        loopback || config.grpc_token.is_some(),
+        "refusing to serve gRPC on {addr} without a token: anyone reaching it could read \
+         contacts and change accounts; set --grpc-token (MAILCHIMP_SYNC_GRPC_TOKEN) or bind \
+         --grpc-addr to a loopback address such as 127.0.0.1"
+    );
+    Ok(())
+}
+
 /// Starts the service on the given listeners.
 pub async fn start(
     config: Config,
     http: TcpListener,
     grpc: TcpListener,
 ) -> anyhow::Result<Running> {
+    let http_addr = http.local_addr()?;
+    let grpc_addr = grpc.local_addr()?;
+    check_grpc_exposure(&config, grpc_addr)?;
+    crate::tls::install_crypto_provider();
+    let http_tls = match &config.http_tls {
+        Some(files) => Some(
+            files
+                .load()
+                .context("cannot serve HTTPS (--tls-cert, --tls-key)")?
+                .server_config_with_alpn(&[b"http/1.1"])?,
+        ),
+        None => None,
+    };
+    let grpc_tls = match &config.grpc_tls {
+        Some(files) => Some(
+            files
+                .load()
+                .context("cannot serve gRPC over TLS (--grpc-tls-cert, --grpc-tls-key)")?,
+        ),
+        None => None,
+    };
     let store = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || open_store(&config)).await??
@@ -120,6 +170,11 @@ pub async fn start(
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stopping) = watch::channel(false);
     let fetcher = Fetcher::new(store.clone(), config.fetch.clone())?;
+    let metrics = Arc::new(Metrics::new(store.clone()));
+    {
+        let metrics = metrics.clone();
+        fetcher.on_run_end(move |run| metrics.fetch_run_ended(run));
+    }
     let scheduler = match config.fetch_schedule.as_deref() {
         Some(expression) => Some(crate::schedule::start(expression, fetcher.clone()).await?),
         None => None,
@@ -132,12 +187,20 @@ pub async fn start(
         ready,
         fetcher,
         stopping,
+        metrics,
     };
-    let http_addr = http.local_addr()?;
-    let grpc_addr = grpc.local_addr()?;
-    let (grpc_server, health) = crate::grpc::server(state.clone())?;
+    let protection = crate::grpc::Protection {
+        tls: grpc_tls.as_ref(),
+        token: config.grpc_token.as_ref(),
+    };
+    let (grpc_server, health) = crate::grpc::server(state.clone(), protection)?;
     let servers = vec![
-        tokio::spawn(crate::http::serve(http, state.clone(), stop.subscribe())),
+        tokio::spawn(crate::http::serve(
+            http,
+            http_tls,
+            state.clone(),
+            stop.subscribe(),
+        )),
         tokio::spawn(crate::grpc::serve(grpc_server, grpc, stop.subscribe())),
     ];
     crate::grpc::mark_serving(&health).await;

@@ -2,6 +2,7 @@
 //! access-log line per request. The log shows the matched route, so the webhook token in
 //! the path never reaches it.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::app::AppState;
+use crate::tls::TlsListener;
 use crate::webhook;
 
 /// How long one request may take, body included.
@@ -29,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(webhook::MAX_BODY))
         // A client that never finishes its body would otherwise hold a connection forever.
         .layer(TimeoutLayer::with_status_code(
@@ -39,18 +42,31 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `stop` turns true, then finishes the requests in flight.
+/// Serves, over TLS when given a configuration, until `stop` turns true, then finishes
+/// the requests in flight.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let router = router(state);
+    match tls {
+        Some(config) => {
+            let listener = TlsListener::new(listener, config)?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     Ok(())
 }
 
@@ -68,6 +84,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
         return (StatusCode::OK, "ready\n").into_response();
     }
     (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let metrics = state.metrics.clone();
+    // The pool's state takes its lock; keep that off the async threads.
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(text) => {
+            let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn access_log(request: Request, next: Next) -> Response {

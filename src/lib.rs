@@ -11,8 +11,10 @@ pub mod error;
 pub mod fake_mailchimp;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod schedule;
 pub mod store;
+pub mod tls;
 pub mod webhook;
 
 /// The current time as stored: naive UTC, as Odoo keeps it.

@@ -3,12 +3,15 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mailchimp_sync::app::{self, Config};
 use mailchimp_sync::domain::fetch;
+use mailchimp_sync::grpc::auth::BearerToken;
+use mailchimp_sync::tls::TlsFiles;
 mod fetch_progress;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -142,6 +145,54 @@ struct ServeArgs {
 
     #[command(flatten)]
     mailchimp: MailchimpArgs,
+
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+#[derive(Debug, Args)]
+struct SecurityArgs {
+    /// PEM certificate chain: the HTTP listener serves HTTPS with it (needs --tls-key).
+    #[arg(long, env = "MAILCHIMP_SYNC_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MAILCHIMP_SYNC_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// PEM certificate chain: the gRPC listener serves TLS with it (needs --grpc-tls-key).
+    #[arg(long, env = "MAILCHIMP_SYNC_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --grpc-tls-cert.
+    #[arg(long, env = "MAILCHIMP_SYNC_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<PathBuf>,
+
+    /// Bearer token every gRPC call must carry (`authorization: Bearer <token>`), health
+    /// checks excepted. Without it the gRPC listener only binds to a loopback address.
+    /// Prefer the environment variable: command lines are visible to other local users.
+    #[arg(long, env = "MAILCHIMP_SYNC_GRPC_TOKEN", hide_env_values = true)]
+    grpc_token: Option<String>,
+}
+
+impl SecurityArgs {
+    fn apply(self, config: &mut Config) -> anyhow::Result<()> {
+        config.http_tls = tls_files(self.tls_cert, self.tls_key);
+        config.grpc_tls = tls_files(self.grpc_tls_cert, self.grpc_tls_key);
+        config.grpc_token = self
+            .grpc_token
+            .map(BearerToken::new)
+            .transpose()
+            .map_err(|problem| anyhow::anyhow!("--grpc-token: {problem}"))?;
+        Ok(())
+    }
+}
+
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<TlsFiles> {
+    Some(TlsFiles {
+        cert: cert?,
+        key: key?,
+    })
 }
 
 fn main() -> ExitCode {
@@ -188,6 +239,9 @@ fn config(database: &DatabaseArgs) -> Config {
         max_db_connections: database.db_connections,
         fetch: Default::default(),
         fetch_schedule: None,
+        http_tls: None,
+        grpc_tls: None,
+        grpc_token: None,
     }
 }
 
@@ -198,13 +252,14 @@ fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config {
+    let mut config = Config {
         public_url: args.public_url.clone(),
         allow_insecure_webhook_url: args.allow_insecure_webhook_url,
         fetch: args.mailchimp.settings(),
         fetch_schedule: Some(args.fetch_schedule.trim().to_owned()).filter(|s| !s.is_empty()),
         ..config(&args.database)
     };
+    args.security.apply(&mut config)?;
     let http = TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("cannot listen on {} (--http-addr)", args.http_addr))?;

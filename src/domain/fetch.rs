@@ -118,7 +118,11 @@ pub struct Fetcher {
     permits: Mutex<HashMap<i64, Arc<Semaphore>>>,
     active: Mutex<HashSet<i64>>,
     stopping: std::sync::atomic::AtomicBool,
+    on_run_end: std::sync::OnceLock<RunObserver>,
 }
+
+/// Called with every run once it has ended, whatever its state.
+type RunObserver = Box<dyn Fn(&FetchRunRow) + Send + Sync>;
 
 impl Fetcher {
     pub fn new(store: Store, mut settings: Settings) -> anyhow::Result<Arc<Fetcher>> {
@@ -130,7 +134,13 @@ impl Fetcher {
             permits: Mutex::default(),
             active: Mutex::default(),
             stopping: Default::default(),
+            on_run_end: Default::default(),
         }))
+    }
+
+    /// Sets what is told of every ended run (the metrics); the first setting stays.
+    pub fn on_run_end(&self, observer: impl Fn(&FetchRunRow) + Send + Sync + 'static) {
+        let _ = self.on_run_end.set(Box::new(observer));
     }
 
     /// The API client of an account; every client of one account shares its cap.
@@ -327,6 +337,9 @@ impl Fetcher {
             duration_ms = started.elapsed().as_millis() as u64,
             "fetch run ended"
         );
+        if let Some(observe) = self.on_run_end.get() {
+            observe(&finished);
+        }
         Ok(finished)
     }
 

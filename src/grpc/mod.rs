@@ -1,8 +1,10 @@
 //! The gRPC face: package `mailchimp_sync.v1`, with server reflection and `grpc.health.v1`
 //! always on, so `grpcurl` works with no `.proto` at hand. Each service turns requests into
 //! domain calls and domain results into messages; none of them touches the store directly.
+//! [`auth`] guards every call but health checks when a token is configured.
 
 mod accounts;
+pub mod auth;
 mod contacts;
 mod convert;
 mod events;
@@ -12,10 +14,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::app::AppState;
+use crate::tls::TlsPem;
+use auth::{AuthLayer, BearerToken};
 
 /// The generated messages, servers and clients.
 pub mod pb {
@@ -42,8 +47,21 @@ const SERVICES: [&str; 6] = [
     "mailchimp_sync.v1.FetchService",
 ];
 
+/// How the listener protects itself: TLS and a bearer token, each optional.
+#[derive(Default)]
+pub struct Protection<'a> {
+    pub tls: Option<&'a TlsPem>,
+    pub token: Option<&'a BearerToken>,
+}
+
+/// The server type, with its authentication layer.
+pub type Server = Router<tower::layer::util::Stack<AuthLayer, tower::layer::util::Identity>>;
+
 /// Builds the server with every service; health reports not serving until [`mark_serving`].
-pub fn server(state: AppState) -> anyhow::Result<(Router, HealthReporter)> {
+pub fn server(
+    state: AppState,
+    protection: Protection<'_>,
+) -> anyhow::Result<(Server, HealthReporter)> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -53,7 +71,13 @@ pub fn server(state: AppState) -> anyhow::Result<(Router, HealthReporter)> {
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(pem) = protection.tls {
+        let identity = Identity::from_pem(&pem.cert, &pem.key);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    let router = builder
+        .layer(AuthLayer::new(protection.token))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -81,7 +105,7 @@ pub async fn mark_serving(health: &HealthReporter) {
 
 /// Serves until `stop` turns true, then lets the calls in flight finish.
 pub async fn serve(
-    router: Router,
+    router: Server,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {

@@ -215,6 +215,11 @@ impl Store {
         self.backend
     }
 
+    /// How many connections the pool holds and how many of them are idle.
+    pub fn pool_state(&self) -> r2d2::State {
+        self.pool.state()
+    }
+
     /// A connection from the pool, blocking up to the pool's timeout.
     pub fn connection(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
         Ok(self.pool.get()?)

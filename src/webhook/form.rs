@@ -422,3 +422,79 @@ mod tests {
         assert_eq!(tree("a==b=c"), json!({ "a": "=b=c" }));
     }
 }
+
+/// Properties over arbitrary input: the decoder never panics, never nests deeper than it
+/// allows, and round-trips plain pairs.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::{FormError, MAX_DEPTH, MAX_FIELDS, decode};
+
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    fn bracketed_key() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            Just("[]".to_owned()),
+            Just("[".to_owned()),
+            Just("]".to_owned()),
+            "\\[[0-9]{1,12}\\]",
+            "\\[[a-zA-Z_]{1,6}\\]",
+        ];
+        ("[a-z]{1,6}", prop::collection::vec(segment, 0..40))
+            .prop_map(|(root, segments)| format!("{root}{}", segments.concat()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_decode_or_fail_cleanly(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(tree) = decode(&body) {
+                prop_assert!(depth(&Value::Object(tree)) <= MAX_DEPTH + 2);
+            }
+        }
+
+        #[test]
+        fn bracketed_keys_nest_within_the_limit(keys in prop::collection::vec(bracketed_key(), 1..20)) {
+            let body: Vec<String> = keys.iter().map(|key| format!("{key}=v")).collect();
+            match decode(body.join("&").as_bytes()) {
+                Ok(tree) => prop_assert!(depth(&Value::Object(tree)) <= MAX_DEPTH + 2),
+                Err(error) => prop_assert_eq!(error, FormError::TooDeep),
+            }
+        }
+
+        #[test]
+        fn a_plain_pair_round_trips(key in "[a-z_]{1,12}", value in "\\PC{0,40}") {
+            let body = format!(
+                "{key}={}",
+                percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC)
+            );
+            let tree = decode(body.as_bytes()).expect("a plain pair decodes");
+            prop_assert_eq!(tree.get(&key), Some(&Value::String(value)));
+        }
+    }
+
+    #[test]
+    fn a_huge_index_allocates_nothing_in_proportion() {
+        let tree = decode(b"data[GROUPINGS][99999999][name]=x").expect("decoded");
+        let groupings = &tree["data"]["GROUPINGS"];
+        assert_eq!(groupings.as_object().map(|map| map.len()), Some(1));
+    }
+
+    #[test]
+    fn the_field_limit_is_exact() {
+        let body = |n: usize| vec!["k=v"; n].join("&");
+        assert!(decode(body(MAX_FIELDS).as_bytes()).is_ok());
+        assert_eq!(
+            decode(body(MAX_FIELDS + 1).as_bytes()),
+            Err(FormError::TooManyFields)
+        );
+    }
+}

@@ -63,10 +63,14 @@ pub async fn receive(
     };
     match state.ingestor.submit(delivery).await {
         Ok(receipt) => {
+            let (event_type, outcome) = (receipt.event_type.as_deref(), receipt.outcome.as_str());
+            state
+                .metrics
+                .webhook_stored(event_type, outcome, started.elapsed());
             tracing::info!(
                 account_id = account.id,
-                event.type = receipt.event_type.as_deref().unwrap_or("-"),
-                outcome = receipt.outcome.as_str(),
+                event.type = event_type.unwrap_or("-"),
+                outcome,
                 duration_ms = started.elapsed().as_millis() as u64,
                 "webhook received"
             );

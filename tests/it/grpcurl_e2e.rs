@@ -1,96 +1,20 @@
 //! End to end as an operator meets the service: the built binary serving on real ports,
-//! driven by `grpcurl` through server reflection alone (no `.proto` at hand), with a
-//! webhook posted as Mailchimp would.
+//! driven by `grpcurl` through server reflection alone (no `.proto` at hand) with the gRPC
+//! token in `-H`, and a webhook posted as Mailchimp would.
 //!
 //! `grpcurl` is taken from `GRPCURL` or `PATH`. Without it the test says so and passes,
 //! except under CI, where it must run.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::fixtures;
 use crate::helpers::{API_KEY, TestDb};
+use crate::process::{Options, ServeProcess};
 
-/// How long the service may take to become ready.
-const READY_BOUND: Duration = Duration::from_secs(30);
 const FIXTURE_CASE: &str = "subscribe_creates_contact";
-
-/// A `mailchimp-sync serve` process, killed when dropped.
-struct ServeProcess {
-    child: Child,
-    log: PathBuf,
-    http_addr: String,
-    grpc_addr: String,
-}
-
-impl ServeProcess {
-    fn start(db: &TestDb, log_dir: &Path) -> ServeProcess {
-        let (http_addr, grpc_addr) = (free_local_addr(), free_local_addr());
-        let public_url = format!("http://{http_addr}");
-        let log = log_dir.join("serve.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_mailchimp-sync"))
-            .args([
-                "serve",
-                "--database-url",
-                &db.url,
-                "--http-addr",
-                &http_addr,
-            ])
-            .args(["--grpc-addr", &grpc_addr, "--public-url", &public_url])
-            .arg("--allow-insecure-webhook-url")
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("a log file"))
-            .spawn()
-            .expect("the binary starts");
-        ServeProcess {
-            child,
-            log,
-            http_addr,
-            grpc_addr,
-        }
-    }
-
-    /// Polls `/readyz` until it answers 200; fails early if the process exits.
-    async fn wait_until_ready(&mut self, http: &reqwest::Client) {
-        let url = format!("http://{}/readyz", self.http_addr);
-        let started = Instant::now();
-        while started.elapsed() < READY_BOUND {
-            if let Some(status) = self.child.try_wait().expect("the process can be polled") {
-                panic!("serve exited with {status}:\n{}", self.logs());
-            }
-            let answer = http.get(&url).send().await;
-            if answer.is_ok_and(|response| response.status().is_success()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "serve was not ready within {READY_BOUND:?}:\n{}",
-            self.logs()
-        );
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback address with a port that was free a moment ago.
-fn free_local_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("a bound address").to_string()
-}
 
 fn find_grpcurl() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("GRPCURL") {
@@ -105,14 +29,19 @@ fn find_grpcurl() -> Option<PathBuf> {
 struct Grpcurl {
     bin: PathBuf,
     addr: String,
+    /// `-H` with the bearer token, as an operator passes it.
+    authorization: String,
 }
+
+/// The service runs with a gRPC token, as it would anywhere but a laptop.
+const TOKEN: &str = "grpcurl-e2e-token-3c9d";
 
 impl Grpcurl {
     /// Runs grpcurl with `options` before the address and `rest` after it; returns its
     /// standard output.
     fn run(&self, options: &[&str], rest: &[&str]) -> String {
         let output = Command::new(&self.bin)
-            .args(["-plaintext", "-max-time", "10"])
+            .args(["-plaintext", "-max-time", "10", "-H", &self.authorization])
             .args(options)
             .arg(&self.addr)
             .args(rest)
@@ -157,11 +86,21 @@ async fn an_operator_drives_the_service_with_grpcurl_through_reflection() {
     let db = TestDb::create();
     let log_dir = tempfile::tempdir().expect("a temporary folder");
     let http = reqwest::Client::new();
-    let mut serve = ServeProcess::start(&db, log_dir.path());
+    let options = Options {
+        env: vec![("MAILCHIMP_SYNC_GRPC_TOKEN", TOKEN)],
+        ..Default::default()
+    };
+    let mut serve = ServeProcess::start_with(&db, log_dir.path(), options);
     serve.wait_until_ready(&http).await;
+    let anonymous = Command::new(&bin)
+        .args(["-plaintext", "-max-time", "10", &serve.grpc_addr, "list"])
+        .output()
+        .expect("grpcurl runs");
+    assert!(!anonymous.status.success(), "reflection needs the token");
     let grpcurl = Grpcurl {
         bin,
         addr: serve.grpc_addr.clone(),
+        authorization: format!("authorization: Bearer {TOKEN}"),
     };
 
     let services = grpcurl.run(&[], &["list"]);

@@ -164,6 +164,22 @@ fn with_database(url: &str, database: &str) -> String {
     format!("{scheme}://{authority}/{database}{query}")
 }
 
+/// The configuration tests start the service with: an `http://` public URL on the HTTP
+/// port, allowed, and no schedule.
+pub fn test_config(database_url: String, http_port: u16) -> Config {
+    Config {
+        database_url,
+        public_url: Some(format!("http://127.0.0.1:{http_port}")),
+        allow_insecure_webhook_url: true,
+        max_db_connections: 4,
+        fetch: Default::default(),
+        fetch_schedule: None,
+        http_tls: None,
+        grpc_tls: None,
+        grpc_token: None,
+    }
+}
+
 /// The service, started on port 0 over a fresh database.
 pub struct TestApp {
     pub http_addr: SocketAddr,
@@ -212,14 +228,7 @@ impl TestApp {
             .await
             .expect("a gRPC port");
         let http_port = http.local_addr().expect("a bound address").port();
-        let mut config = Config {
-            database_url: url,
-            public_url: Some(format!("http://127.0.0.1:{http_port}")),
-            allow_insecure_webhook_url: true,
-            max_db_connections: 4,
-            fetch: Default::default(),
-            fetch_schedule: None,
-        };
+        let mut config = test_config(url, http_port);
         adjust(&mut config);
         let running = app::start(config, http, grpc)
             .await
@@ -260,6 +269,11 @@ impl TestApp {
             .as_ref()
             .expect("the instance owns its database")
             .outage()
+    }
+
+    /// The connection the typed clients share, for clients built another way.
+    pub fn grpc_channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// The running service's state, for calling the domain directly.
