@@ -205,7 +205,14 @@ pub async fn start(
     ];
     crate::grpc::mark_serving(&health).await;
     state.ready.store(true, Ordering::SeqCst);
-    tracing::info!(http.addr = %http_addr, grpc.addr = %grpc_addr, "service ready");
+    tracing::info!(
+        http.addr = %http_addr,
+        http.tls = config.http_tls.is_some(),
+        grpc.addr = %grpc_addr,
+        grpc.tls = config.grpc_tls.is_some(),
+        grpc.auth = if config.grpc_token.is_some() { "bearer token" } else { "none, loopback only" },
+        "service ready"
+    );
     Ok(Running {
         http_addr,
         grpc_addr,
