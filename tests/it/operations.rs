@@ -4,7 +4,7 @@
 use mailchimp_sync::domain::fetch::{Mode, Target, Trigger};
 use mailchimp_sync::fake_mailchimp::{FakeMailchimp, NewMember, Source};
 use mailchimp_sync::grpc::pb;
-use mailchimp_sync::store::fetch_runs::Claim;
+use mailchimp_sync::store::fetch_runs::{self, Claim};
 use mailchimp_sync::store::{Store, contacts};
 
 use crate::bodies;
@@ -178,24 +178,32 @@ async fn stop_mid_burst_loses_nothing_answered(signal: &str) {
     again.wait_until_ready(&http).await;
 }
 
-/// Creates an account over gRPC and returns its webhook URL.
-async fn webhook_url(serve: &ServeProcess) -> String {
+async fn channel(serve: &ServeProcess) -> tonic::transport::Channel {
     let endpoint = format!("http://{}", serve.grpc_addr);
-    let channel = tonic::transport::Channel::from_shared(endpoint)
+    tonic::transport::Channel::from_shared(endpoint)
         .expect("an endpoint")
         .connect()
         .await
-        .expect("connected");
-    let mut accounts = pb::account_service_client::AccountServiceClient::new(channel);
+        .expect("connected")
+}
+
+/// Creates an account over gRPC; returns its id.
+async fn create_account(serve: &ServeProcess, api_base_url: Option<String>) -> i64 {
+    let mut accounts = pb::account_service_client::AccountServiceClient::new(channel(serve).await);
     let request = pb::CreateAccountRequest {
-        name: "Burst".into(),
+        name: "Operations".into(),
         api_key: API_KEY.into(),
-        api_base_url: None,
+        api_base_url,
     };
     let account = accounts.create_account(request).await.expect("created");
-    let request = pb::GenerateWebhookUrlRequest {
-        account_id: account.into_inner().id,
-    };
+    account.into_inner().id
+}
+
+/// Creates an account over gRPC and returns its webhook URL.
+async fn webhook_url(serve: &ServeProcess) -> String {
+    let account_id = create_account(serve, None).await;
+    let mut accounts = pb::account_service_client::AccountServiceClient::new(channel(serve).await);
+    let request = pb::GenerateWebhookUrlRequest { account_id };
     let url = accounts.generate_webhook_url(request).await.expect("a URL");
     url.into_inner().webhook_url
 }
@@ -208,4 +216,38 @@ async fn sigterm_mid_burst_exits_0_and_every_answered_webhook_is_stored() {
 #[tokio::test]
 async fn sigint_mid_burst_exits_0_and_every_answered_webhook_is_stored() {
     stop_mid_burst_loses_nothing_answered("INT").await;
+}
+
+#[tokio::test]
+async fn sigterm_during_a_fetch_marks_the_run_interrupted_and_exits_0() {
+    let fake = FakeMailchimp::new(API_KEY);
+    fake.add_list(LIST, "Newsletter");
+    fake.add_synthetic_members(LIST, 5_000);
+    // Every Mailchimp answer takes this long, so the run is still on its first page when
+    // the signal comes, however loaded the machine.
+    fake.faults().set_delay(std::time::Duration::from_secs(3));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    fake.serve(listener).await.unwrap();
+    let db = TestDb::create();
+    let log_dir = tempfile::tempdir().expect("a temporary folder");
+    let mut serve = ServeProcess::start(&db, log_dir.path());
+    serve.wait_until_ready(&reqwest::Client::new()).await;
+    let account_id = create_account(&serve, Some(fake.base_url())).await;
+
+    let mut fetches = pb::fetch_service_client::FetchServiceClient::new(channel(&serve).await);
+    let request = pb::TriggerFetchRequest {
+        target: Some(pb::trigger_fetch_request::Target::AccountId(account_id)),
+        mode: pb::FetchMode::Full.into(),
+    };
+    let runs = fetches.trigger_fetch(request).await.expect("triggered");
+    let run = runs.into_inner().runs.pop().expect("a run");
+    assert_eq!(run.state, "running");
+    serve.signal("TERM");
+    let status = serve.wait_for_exit().await;
+    assert!(status.success(), "exit {status}:\n{}", serve.logs());
+
+    let store = Store::open(&db.url, 1).expect("the store opens");
+    let mut conn = store.connection().expect("a connection");
+    let stored = fetch_runs::get(&mut conn, run.id).expect("the run is stored");
+    assert_eq!(stored.state, fetch_runs::INTERRUPTED, "{}", serve.logs());
 }
