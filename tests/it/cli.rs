@@ -39,6 +39,11 @@ fn serve_help_names_the_contract_flags() {
         "--http-addr",
         "--grpc-addr",
         "--public-url",
+        "--tls-cert",
+        "--tls-key",
+        "--grpc-tls-cert",
+        "--grpc-tls-key",
+        "--grpc-token",
     ] {
         assert!(
             help.contains(flag),

@@ -327,3 +327,15 @@ async fn every_grpc_call_but_health_needs_the_bearer_token() {
     assert_eq!(health.into_inner().status, 1, "SERVING");
     app.shutdown().await;
 }
+
+#[test]
+fn help_never_shows_the_grpc_token_from_the_environment() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mailchimp-sync"))
+        .args(["serve", "--help"])
+        .env("MAILCHIMP_SYNC_GRPC_TOKEN", TOKEN)
+        .output()
+        .expect("the binary runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("MAILCHIMP_SYNC_GRPC_TOKEN"), "{help}");
+    assert!(!help.contains(TOKEN), "{help}");
+}
