@@ -564,6 +564,9 @@ impl Ctx<'_> {
             None => None,
         };
         let (Some(from), Some(mut held)) = (from, held) else {
+            // The old address left the audience now, even if the event that put it there is
+            // still on its way: that event, older, must not bring it back.
+            subscriptions::put_tombstone(self.conn, list.id, &old.normalized, self.fired_at)?;
             let note = "the old address is not on this audience in the store";
             return Ok(Applied {
                 outcome: Outcome::Unchanged,

@@ -321,6 +321,24 @@ async fn an_email_change_from_an_unknown_address_is_recorded_not_failed() {
     app.shutdown().await;
 }
 
+/// The sign-up of the old address may still be on its way when its email change arrives.
+#[tokio::test]
+async fn a_late_sign_up_of_an_address_that_changed_since_does_not_bring_it_back() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let (old, new) = ("late.old@example.com", "late.new@example.com");
+    let upemail = bodies::upemail(LIST_A, old, new, T2);
+    post_and_outcome(&app, account_id, &url, &upemail).await;
+    let late = bodies::subscribe(LIST_A, old, T1);
+
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &late).await,
+        "stale"
+    );
+    assert_absent(&app, old).await;
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn cleaned_for_an_unknown_address_creates_a_cleaned_blacklisted_contact() {
     let app = TestApp::spawn().await;
