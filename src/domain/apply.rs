@@ -576,6 +576,11 @@ impl Ctx<'_> {
         if self.fired_at < held.last_changed {
             return Ok(Outcome::Stale.into());
         }
+        if self.removed_later(&list, new)? {
+            // The new address has left the audience since: the member is gone from both.
+            self.remove_subscription(&from, &list, &held)?;
+            return Ok(Outcome::Applied.into());
+        }
         if let Some(new_id) = new_id {
             held.unique_email_id = Some(new_id.to_owned());
         }

@@ -339,6 +339,43 @@ async fn a_late_sign_up_of_an_address_that_changed_since_does_not_bring_it_back(
     app.shutdown().await;
 }
 
+/// An email change overtaken by a later one: the address it moves to has left already.
+#[tokio::test]
+async fn a_late_email_change_to_an_address_that_left_since_does_not_bring_it_back() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let (first, second, third) = (
+        "first.hop@example.com",
+        "second.hop@example.com",
+        "third.hop@example.com",
+    );
+    post_and_outcome(
+        &app,
+        account_id,
+        &url,
+        &bodies::subscribe(LIST_A, first, T1),
+    )
+    .await;
+    let profile = bodies::profile(LIST_A, second, T1).with("data[id]", &bodies::member_id(second));
+    post_and_outcome(&app, account_id, &url, &profile).await;
+    let onwards = bodies::upemail(LIST_A, first, third, T3);
+    post_and_outcome(&app, account_id, &url, &onwards).await;
+    let late = bodies::upemail(LIST_A, second, first, T2);
+
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &late).await,
+        "applied"
+    );
+    assert_absent(&app, first).await;
+    assert_absent(&app, second).await;
+    let contact = app
+        .get_contact(third)
+        .await
+        .expect("the member's address now");
+    assert_eq!(statuses(&contact), [subscribed(LIST_A)]);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn cleaned_for_an_unknown_address_creates_a_cleaned_blacklisted_contact() {
     let app = TestApp::spawn().await;
