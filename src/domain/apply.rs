@@ -529,20 +529,22 @@ impl Ctx<'_> {
         member: &MemberData,
     ) -> StoreResult<Applied> {
         let held = subscriptions::find(self.conn, contact.id, list.id)?;
-        if held
-            .as_ref()
-            .is_some_and(|held| self.fired_at < held.last_changed)
-        {
-            return Ok(Outcome::Stale.into());
-        }
         let Some(held) = held else {
             return self.member_event(member, "subscribed", None, true);
         };
+        // A profile says nothing about the status: it is ordered against the profile's own
+        // time only, and leaves the status's time alone, so that an older status change
+        // still on its way is applied when it arrives.
+        let older = contact.last_changed.is_some_and(|at| self.fired_at < at);
         let changed = self.update_profile(contact, member)?
             | self.keep_raw_email(contact, &member.email_raw)?;
-        self.touch(&held, self.fired_at)?;
         if !changed {
-            return Ok(Outcome::Unchanged.into());
+            let outcome = if older {
+                Outcome::Stale
+            } else {
+                Outcome::Unchanged
+            };
+            return Ok(outcome.into());
         }
         self.record(contact, Some(list), "profile_updated", Some(&held.state()));
         Ok(Outcome::Applied.into())

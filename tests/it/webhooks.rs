@@ -203,6 +203,41 @@ async fn a_late_unsubscribe_older_than_a_resubscribe_echo_is_stale() {
     app.shutdown().await;
 }
 
+/// A profile edit says nothing about the status: a clean fired before it, arriving after
+/// it, still cleans.
+#[tokio::test]
+async fn a_late_clean_older_than_a_profile_edit_still_cleans() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "bounced@example.com";
+    post_and_outcome(
+        &app,
+        account_id,
+        &url,
+        &bodies::subscribe(LIST_A, email, T1),
+    )
+    .await;
+    let profile = bodies::profile(LIST_A, email, T3).with("data[merges][FNAME]", "Robyn");
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &profile).await,
+        "applied"
+    );
+
+    let cleaned = bodies::cleaned(LIST_A, email, T2);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &cleaned).await,
+        "applied"
+    );
+    let contact = app.get_contact(email).await.expect("kept");
+    assert_eq!(
+        statuses(&contact),
+        [(LIST_A.to_owned(), "cleaned".to_owned(), true)]
+    );
+    assert!(contact.is_blacklisted);
+    assert_eq!(contact.first_name, "Robyn", "the newer profile stays");
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_late_subscribe_older_than_a_delete_leaves_the_contact_absent() {
     let app = TestApp::spawn().await;
