@@ -293,6 +293,13 @@ impl Ctx<'_> {
         };
         let held = subscriptions::find(self.conn, contact.id, list.id)?;
         if self.is_stale(held.as_ref(), &list, &member.email)? {
+            // The status is older than the one held, but the profile it carries has its own
+            // time and may still be the newest seen (a clean, which carries none, may have
+            // overtaken the sign-up).
+            if carries_profile && self.update_profile(&contact, member)? {
+                self.record(&contact, Some(&list), "profile_updated", None);
+                return Ok(Outcome::Applied.into());
+            }
             return Ok(Outcome::Stale.into());
         }
         let profile_changed = carries_profile && self.update_profile(&contact, member)?;
@@ -391,6 +398,11 @@ impl Ctx<'_> {
 
     fn create_contact(&mut self, member: &MemberData) -> StoreResult<ContactRow> {
         let profile = self.profile_of(member, Held::nothing());
+        // An event that carries no profile (a clean) gives the contact no profile time, so
+        // that the profile of an older event still on its way is taken when it arrives.
+        let says_nothing = member.first_name.is_empty()
+            && member.last_name.is_empty()
+            && member.merge_fields.is_empty();
         let new = NewContact {
             name: &profile.name,
             first_name: &profile.first_name,
@@ -401,7 +413,7 @@ impl Ctx<'_> {
             merge_fields: &profile.merge_fields,
             interests: &profile.interests,
             tags: &profile.tags,
-            last_changed: Some(self.fired_at),
+            last_changed: (!says_nothing).then_some(self.fired_at),
             create_date: self.now,
             write_date: self.now,
         };

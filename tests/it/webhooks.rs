@@ -238,6 +238,31 @@ async fn a_late_clean_older_than_a_profile_edit_still_cleans() {
     app.shutdown().await;
 }
 
+/// A clean carries no name: the sign-up it overtook still brings one.
+#[tokio::test]
+async fn a_late_sign_up_older_than_a_clean_still_brings_the_name() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "overtaken@example.com";
+    let cleaned = bodies::cleaned(LIST_A, email, T2);
+    post_and_outcome(&app, account_id, &url, &cleaned).await;
+
+    let sign_up = bodies::subscribe(LIST_A, email, T1);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &sign_up).await,
+        "applied"
+    );
+    let contact = app.get_contact(email).await.expect("kept");
+    assert_eq!(contact.name, "Robin Vale");
+    assert_eq!(
+        statuses(&contact),
+        [(LIST_A.to_owned(), "cleaned".to_owned(), true)],
+        "the status stays the newer one"
+    );
+    assert!(contact.is_blacklisted);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_late_subscribe_older_than_a_delete_leaves_the_contact_absent() {
     let app = TestApp::spawn().await;
