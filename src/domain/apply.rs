@@ -641,7 +641,7 @@ impl Ctx<'_> {
             Some(contact) => contact,
             None => self.copy_contact(from, &to, to_raw)?,
         };
-        self.merge_subscription(&target, list, held, &state)?;
+        let state = self.merge_subscription(&target, list, held, &state)?;
         if subscriptions::count_for_contact(self.conn, from.id)? == 0 {
             contacts::delete(self.conn, from.id)?;
             self.record(from, Some(list), "contact_removed", None);
@@ -653,27 +653,29 @@ impl Ctx<'_> {
     }
 
     /// Gives `target` the moved subscription; when it already has one on the audience, the
-    /// newer of the two states wins.
+    /// newer of the two states wins. Returns the state `target` now holds there.
     fn merge_subscription(
         &mut self,
         target: &ContactRow,
         list: &ListRow,
         held: &SubscriptionRow,
         state: &MemberState,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<MemberState> {
         match subscriptions::find(self.conn, target.id, list.id)? {
             Some(theirs) => {
-                if theirs.last_changed <= state.last_changed {
-                    subscriptions::set_state(self.conn, theirs.id, state, self.now)?;
+                subscriptions::delete(self.conn, held.id)?;
+                if theirs.last_changed > state.last_changed {
+                    return Ok(theirs.state());
                 }
-                subscriptions::delete(self.conn, held.id)
+                subscriptions::set_state(self.conn, theirs.id, state, self.now)?;
             }
             None => {
                 let hash = &target.subscriber_hash;
                 subscriptions::reassign(self.conn, held.id, target.id, hash, self.now)?;
-                subscriptions::set_state(self.conn, held.id, state, self.now)
+                subscriptions::set_state(self.conn, held.id, state, self.now)?;
             }
         }
+        Ok(state.clone())
     }
 
     fn copy_contact(

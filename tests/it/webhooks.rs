@@ -359,6 +359,41 @@ async fn an_email_change_to_an_address_on_another_list_merges_the_contacts() {
     app.shutdown().await;
 }
 
+/// The change feed reports what the merge kept, not what the email change carried.
+#[tokio::test]
+async fn an_email_change_merged_into_a_newer_state_reports_the_state_kept() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let (old, new) = ("kept.old@example.com", "kept.new@example.com");
+    post_and_outcome(&app, account_id, &url, &bodies::subscribe(LIST_A, old, T1)).await;
+    post_and_outcome(
+        &app,
+        account_id,
+        &url,
+        &bodies::unsubscribe(LIST_A, new, T3),
+    )
+    .await;
+
+    let upemail = bodies::upemail(LIST_A, old, new, T2);
+    post_and_outcome(&app, account_id, &url, &upemail).await;
+    let contact = app.get_contact(new).await.expect("merged");
+    assert_eq!(
+        statuses(&contact),
+        [(LIST_A.to_owned(), "unsubscribed".to_owned(), true)]
+    );
+    let changes = app.all_changes().await;
+    let last = changes
+        .iter()
+        .rev()
+        .find(|change| change.email_normalized == new)
+        .expect("a change for the new address");
+    assert_eq!(
+        (last.kind.as_str(), last.status.as_str(), last.opt_out),
+        ("email_changed", "unsubscribed", true)
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_email_change_from_an_unknown_address_is_recorded_not_failed() {
     let app = TestApp::spawn().await;
