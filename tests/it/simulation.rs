@@ -210,7 +210,7 @@ async fn simulate(seed: u64, sizes: Sizes) {
     let (dropped, twice, late) = network.counts(&events);
     println!(
         "simulation seed {seed}: {} operations ({} people), {} webhook events ({dropped} dropped, \
-         {twice} delivered twice, {late} late), {} contacts checked after the webhooks of {} \
+         {twice} delivered twice, {late} late), {} addresses checked after the webhooks, {} contacts \
          in the end, {} left for a full fetch; converged in {:.1?} (scenario {:.1?}, \
          deliveries {:.1?}), at {}",
         sizes.ops,
