@@ -10,7 +10,7 @@
 //! of their memberships is archived, since an archived member cannot be edited); and a cleaned
 //! member is never changed again, so the blacklist is exactly the addresses cleaned somewhere.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -130,6 +130,9 @@ pub struct Scenario {
     pools: HashMap<(usize, Status), Pool>,
     /// Addresses deleted for good from an audience, which Mailchimp refuses to take back.
     erased: HashSet<Key>,
+    /// The members changed last: people act in bursts (a sign-up, then a preference, then
+    /// an unsubscribe), which is what puts a member's webhooks within minutes of each other.
+    recent: VecDeque<Key>,
     /// The longest pause between two operations, sized so the run spans about a month.
     long_pause: i64,
     pub ops: Vec<Op>,
@@ -151,6 +154,7 @@ impl Scenario {
             members: HashMap::new(),
             pools: HashMap::new(),
             erased: HashSet::new(),
+            recent: VecDeque::new(),
             long_pause,
             ops: Vec::new(),
             month_begins: 0,
@@ -263,8 +267,21 @@ impl Scenario {
         self.pools.entry((list, status)).or_default()
     }
 
-    /// A random member in one of `statuses`, on any audience.
+    /// A random member in one of `statuses`, on any audience; often one changed lately.
     fn pick(&mut self, statuses: &[Status]) -> Option<Key> {
+        if self.rng.random_bool(0.3) {
+            let lately: Vec<&Key> = self
+                .recent
+                .iter()
+                .filter(|key| {
+                    let member = self.members.get(*key);
+                    member.is_some_and(|m| statuses.contains(&m.status))
+                })
+                .collect();
+            if let Some(key) = lately.choose(&mut self.rng) {
+                return Some((*key).clone());
+            }
+        }
         let mut pools = Vec::new();
         for list in 0..LISTS.len() {
             for status in statuses {
@@ -305,6 +322,10 @@ impl Scenario {
                     .insert(key.clone(), Membership { person, status });
                 self.pool(key.0, status).insert(key.clone());
                 self.persons[person].memberships[key.0] = Some(key.1.clone());
+                self.recent.push_back(key.clone());
+                if self.recent.len() > 16 {
+                    self.recent.pop_front();
+                }
             }
             None => {
                 self.members.remove(key);
