@@ -528,10 +528,34 @@ impl Ctx<'_> {
                 self.update_profile(&to, member)?;
                 Ok(Outcome::Applied.into())
             }
-            // The member is on the audience; the store mirrors it as subscribed until a
-            // fetch says otherwise.
-            None => self.member_event(member, "subscribed", None, true),
+            None => self.member_from_profile(member, &list),
         }
+    }
+
+    /// A profile of a member the store does not hold on the audience. The member is on it,
+    /// so the store mirrors it as subscribed until an event or a fetch says otherwise; but
+    /// the profile tells no status, so the subscription claims no status time (the time the
+    /// address last left the audience, or none), and every status event still applies.
+    fn member_from_profile(&mut self, member: &MemberData, list: &ListRow) -> StoreResult<Applied> {
+        let left = subscriptions::tombstone(self.conn, list.id, &member.email.normalized)?;
+        let applied = self.member_event(member, "subscribed", None, true)?;
+        if applied.outcome != Outcome::Applied {
+            return Ok(applied);
+        }
+        let contact = contacts::find_by_email(self.conn, &member.email.normalized)?;
+        let created = match &contact {
+            Some(contact) => subscriptions::find(self.conn, contact.id, list.id)?,
+            None => None,
+        };
+        if let Some(held) = created {
+            let unknown = chrono::DateTime::UNIX_EPOCH.naive_utc();
+            let state = MemberState {
+                last_changed: left.unwrap_or(unknown),
+                ..held.state()
+            };
+            subscriptions::set_state(self.conn, held.id, &state, self.now)?;
+        }
+        Ok(applied)
     }
 
     fn profile_of_known(
@@ -542,7 +566,7 @@ impl Ctx<'_> {
     ) -> StoreResult<Applied> {
         let held = subscriptions::find(self.conn, contact.id, list.id)?;
         let Some(held) = held else {
-            return self.member_event(member, "subscribed", None, true);
+            return self.member_from_profile(member, list);
         };
         // A profile says nothing about the status: it is ordered against the profile's own
         // time only, and leaves the status's time alone, so that an older status change

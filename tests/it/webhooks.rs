@@ -263,6 +263,37 @@ async fn a_late_sign_up_older_than_a_clean_still_brings_the_name() {
     app.shutdown().await;
 }
 
+/// A profile tells no status: the unsubscribe it overtook still applies.
+#[tokio::test]
+async fn a_late_unsubscribe_older_than_the_first_profile_seen_still_applies() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "profile.first@example.com";
+    let profile = bodies::profile(LIST_A, email, T3);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &profile).await,
+        "applied"
+    );
+
+    let unsubscribe = bodies::unsubscribe(LIST_A, email, T2);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &unsubscribe).await,
+        "applied"
+    );
+    let contact = app.get_contact(email).await.expect("kept");
+    assert_eq!(
+        statuses(&contact),
+        [(LIST_A.to_owned(), "unsubscribed".to_owned(), true)]
+    );
+    assert_eq!(contact.first_name, "Robin", "the profile stays");
+    let stale = bodies::subscribe(LIST_A, email, T1);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &stale).await,
+        "stale"
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_late_subscribe_older_than_a_delete_leaves_the_contact_absent() {
     let app = TestApp::spawn().await;
