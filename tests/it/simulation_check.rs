@@ -32,8 +32,8 @@ pub struct View {
     pub blacklist: BTreeSet<String>,
 }
 
-/// What the store must hold when it mirrors the fake, as `SPEC.md` and `domain::apply` define
-/// it:
+/// What the store must hold when it mirrors the fake, as the rules of `domain::apply` and the
+/// fetch's status mapping define it:
 /// - one contact per normalized address, holding one subscription per audience the address
 ///   is a member of, archived members included; members deleted (for good or not) leave
 ///   nothing;
