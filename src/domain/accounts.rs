@@ -196,6 +196,17 @@ pub async fn find_by_token(store: &Store, token: &str) -> AppResult<Option<Accou
     }))
 }
 
+/// Every secret a delivery to the account may be signed with: the account's own, and each
+/// registered audience webhook's. None means deliveries go unsigned.
+pub async fn signing_secrets(store: &Store, account: &AccountRow) -> AppResult<Vec<String>> {
+    let (account_id, own) = (account.id, account.webhook_signing_secret.clone());
+    let mut secrets = store
+        .run(move |conn| lists::signing_secrets(conn, account_id))
+        .await?;
+    secrets.extend(own);
+    Ok(secrets)
+}
+
 /// 192 bits from a CSPRNG (the thread-local ChaCha generator, seeded by the OS), URL-safe.
 fn new_token() -> String {
     let mut bytes = [0u8; 24];

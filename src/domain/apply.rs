@@ -293,6 +293,13 @@ impl Ctx<'_> {
         };
         let held = subscriptions::find(self.conn, contact.id, list.id)?;
         if self.is_stale(held.as_ref(), &list, &member.email)? {
+            // The status is older than the one held, but the profile it carries has its own
+            // time and may still be the newest seen (a clean, which carries none, may have
+            // overtaken the sign-up).
+            if carries_profile && self.update_profile(&contact, member)? {
+                self.record(&contact, Some(&list), "profile_updated", None);
+                return Ok(Outcome::Applied.into());
+            }
             return Ok(Outcome::Stale.into());
         }
         let profile_changed = carries_profile && self.update_profile(&contact, member)?;
@@ -391,6 +398,11 @@ impl Ctx<'_> {
 
     fn create_contact(&mut self, member: &MemberData) -> StoreResult<ContactRow> {
         let profile = self.profile_of(member, Held::nothing());
+        // An event that carries no profile (a clean) gives the contact no profile time, so
+        // that the profile of an older event still on its way is taken when it arrives.
+        let says_nothing = member.first_name.is_empty()
+            && member.last_name.is_empty()
+            && member.merge_fields.is_empty();
         let new = NewContact {
             name: &profile.name,
             first_name: &profile.first_name,
@@ -401,7 +413,7 @@ impl Ctx<'_> {
             merge_fields: &profile.merge_fields,
             interests: &profile.interests,
             tags: &profile.tags,
-            last_changed: Some(self.fired_at),
+            last_changed: (!says_nothing).then_some(self.fired_at),
             create_date: self.now,
             write_date: self.now,
         };
@@ -516,10 +528,34 @@ impl Ctx<'_> {
                 self.update_profile(&to, member)?;
                 Ok(Outcome::Applied.into())
             }
-            // The member is on the audience; the store mirrors it as subscribed until a
-            // fetch says otherwise.
-            None => self.member_event(member, "subscribed", None, true),
+            None => self.member_from_profile(member, &list),
         }
+    }
+
+    /// A profile of a member the store does not hold on the audience. The member is on it,
+    /// so the store mirrors it as subscribed until an event or a fetch says otherwise; but
+    /// the profile tells no status, so the subscription claims no status time (the time the
+    /// address last left the audience, or none), and every status event still applies.
+    fn member_from_profile(&mut self, member: &MemberData, list: &ListRow) -> StoreResult<Applied> {
+        let left = subscriptions::tombstone(self.conn, list.id, &member.email.normalized)?;
+        let applied = self.member_event(member, "subscribed", None, true)?;
+        if applied.outcome != Outcome::Applied {
+            return Ok(applied);
+        }
+        let contact = contacts::find_by_email(self.conn, &member.email.normalized)?;
+        let created = match &contact {
+            Some(contact) => subscriptions::find(self.conn, contact.id, list.id)?,
+            None => None,
+        };
+        if let Some(held) = created {
+            let unknown = chrono::DateTime::UNIX_EPOCH.naive_utc();
+            let state = MemberState {
+                last_changed: left.unwrap_or(unknown),
+                ..held.state()
+            };
+            subscriptions::set_state(self.conn, held.id, &state, self.now)?;
+        }
+        Ok(applied)
     }
 
     fn profile_of_known(
@@ -529,20 +565,22 @@ impl Ctx<'_> {
         member: &MemberData,
     ) -> StoreResult<Applied> {
         let held = subscriptions::find(self.conn, contact.id, list.id)?;
-        if held
-            .as_ref()
-            .is_some_and(|held| self.fired_at < held.last_changed)
-        {
-            return Ok(Outcome::Stale.into());
-        }
         let Some(held) = held else {
-            return self.member_event(member, "subscribed", None, true);
+            return self.member_from_profile(member, list);
         };
+        // A profile says nothing about the status: it is ordered against the profile's own
+        // time only, and leaves the status's time alone, so that an older status change
+        // still on its way is applied when it arrives.
+        let older = contact.last_changed.is_some_and(|at| self.fired_at < at);
         let changed = self.update_profile(contact, member)?
             | self.keep_raw_email(contact, &member.email_raw)?;
-        self.touch(&held, self.fired_at)?;
         if !changed {
-            return Ok(Outcome::Unchanged.into());
+            let outcome = if older {
+                Outcome::Stale
+            } else {
+                Outcome::Unchanged
+            };
+            return Ok(outcome.into());
         }
         self.record(contact, Some(list), "profile_updated", Some(&held.state()));
         Ok(Outcome::Applied.into())
@@ -564,6 +602,9 @@ impl Ctx<'_> {
             None => None,
         };
         let (Some(from), Some(mut held)) = (from, held) else {
+            // The old address left the audience now, even if the event that put it there is
+            // still on its way: that event, older, must not bring it back.
+            subscriptions::put_tombstone(self.conn, list.id, &old.normalized, self.fired_at)?;
             let note = "the old address is not on this audience in the store";
             return Ok(Applied {
                 outcome: Outcome::Unchanged,
@@ -572,6 +613,11 @@ impl Ctx<'_> {
         };
         if self.fired_at < held.last_changed {
             return Ok(Outcome::Stale.into());
+        }
+        if self.removed_later(&list, new)? {
+            // The new address has left the audience since: the member is gone from both.
+            self.remove_subscription(&from, &list, &held)?;
+            return Ok(Outcome::Applied.into());
         }
         if let Some(new_id) = new_id {
             held.unique_email_id = Some(new_id.to_owned());
@@ -619,7 +665,7 @@ impl Ctx<'_> {
             Some(contact) => contact,
             None => self.copy_contact(from, &to, to_raw)?,
         };
-        self.merge_subscription(&target, list, held, &state)?;
+        let state = self.merge_subscription(&target, list, held, &state)?;
         if subscriptions::count_for_contact(self.conn, from.id)? == 0 {
             contacts::delete(self.conn, from.id)?;
             self.record(from, Some(list), "contact_removed", None);
@@ -631,27 +677,29 @@ impl Ctx<'_> {
     }
 
     /// Gives `target` the moved subscription; when it already has one on the audience, the
-    /// newer of the two states wins.
+    /// newer of the two states wins. Returns the state `target` now holds there.
     fn merge_subscription(
         &mut self,
         target: &ContactRow,
         list: &ListRow,
         held: &SubscriptionRow,
         state: &MemberState,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<MemberState> {
         match subscriptions::find(self.conn, target.id, list.id)? {
             Some(theirs) => {
-                if theirs.last_changed <= state.last_changed {
-                    subscriptions::set_state(self.conn, theirs.id, state, self.now)?;
+                subscriptions::delete(self.conn, held.id)?;
+                if theirs.last_changed > state.last_changed {
+                    return Ok(theirs.state());
                 }
-                subscriptions::delete(self.conn, held.id)
+                subscriptions::set_state(self.conn, theirs.id, state, self.now)?;
             }
             None => {
                 let hash = &target.subscriber_hash;
                 subscriptions::reassign(self.conn, held.id, target.id, hash, self.now)?;
-                subscriptions::set_state(self.conn, held.id, state, self.now)
+                subscriptions::set_state(self.conn, held.id, state, self.now)?;
             }
         }
+        Ok(state.clone())
     }
 
     fn copy_contact(

@@ -66,6 +66,9 @@ pub async fn register_webhook(
         .write(move |conn| {
             let now = crate::now();
             if let Some(secret) = secret {
+                // Every audience's webhook signs with a secret of its own; the account's
+                // field shows the last one and still takes one typed in by hand.
+                lists::set_signing_secret(conn, audience_id, &secret)?;
                 let changes = AccountChanges {
                     webhook_signing_secret: Some(Some(secret)),
                     write_date: Some(now),

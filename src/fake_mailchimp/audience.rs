@@ -160,16 +160,37 @@ impl Audience {
         Ok(())
     }
 
-    /// Deletes a member for good: it vanishes from every listing.
+    /// Deletes a member for good: it vanishes from every listing and cannot come back.
     pub fn erase(&mut self, pos: Pos) {
-        if let Some(member) = self.get(pos) {
-            self.by_hash.remove(&member.id());
+        if let Some(member) = self.remove(pos) {
             self.erased.insert(member.id());
+        }
+    }
+
+    /// Removes a member from the audience; its address may be added again later.
+    pub fn remove(&mut self, pos: Pos) -> Option<Member> {
+        let member = self.get(pos);
+        if let Some(member) = &member {
+            self.by_hash.remove(&member.id());
         }
         match pos {
             Pos::Generated(_) => self.stored.insert(pos, None),
             Pos::Added(_) => self.stored.remove(&pos),
         };
+        member
+    }
+
+    /// Every member, archived ones included, in the default order.
+    pub fn all(&self) -> Vec<Member> {
+        let generated = (0..self.generated).map(Pos::Generated);
+        let added = self
+            .stored
+            .keys()
+            .filter(|pos| matches!(pos, Pos::Added(_)));
+        generated
+            .chain(added.copied())
+            .filter_map(|pos| self.get(pos))
+            .collect()
     }
 
     /// How many members match.

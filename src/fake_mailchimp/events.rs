@@ -86,13 +86,16 @@ pub fn signature_header(secret: &str, timestamp: i64, body: &str) -> String {
 pub(crate) enum Change {
     Subscribed,
     Unsubscribed,
-    /// Archived or permanently deleted: an `unsubscribe` with `action=delete`.
+    /// Removed from the audience, for good or not: an `unsubscribe` with `action=delete`.
     Deleted,
     Profile,
     EmailChanged {
         old_email: String,
     },
-    Cleaned,
+    /// `reason` is `hard` (a hard bounce) or `abuse` (a spam complaint).
+    Cleaned {
+        reason: &'static str,
+    },
 }
 
 /// The event for `change`, addressed to the webhooks that want it.
@@ -139,7 +142,7 @@ fn body(
         Change::Unsubscribed | Change::Deleted => "unsubscribe",
         Change::Profile => "profile",
         Change::EmailChanged { .. } => "upemail",
-        Change::Cleaned => "cleaned",
+        Change::Cleaned { .. } => "cleaned",
     };
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.append_pair("type", kind);
@@ -163,10 +166,10 @@ fn body(
             form.append_pair("data[new_email]", &member.email_address);
             form.append_pair("data[old_email]", old_email);
         }
-        Change::Cleaned => {
+        Change::Cleaned { reason } => {
             form.append_pair("data[list_id]", list_id);
             form.append_pair("data[campaign_id]", "");
-            form.append_pair("data[reason]", "hard");
+            form.append_pair("data[reason]", reason);
             form.append_pair("data[email]", &member.email_address);
         }
     }
@@ -281,6 +284,26 @@ pub(crate) fn start_sender(shared: &Arc<Shared>) {
             shared.outbox.pending.send_modify(|pending| *pending -= 1);
         }
     });
+}
+
+/// POSTs delivery `delivery` of `event` now, whatever became of it before; the outcome is
+/// returned, not recorded.
+pub(crate) async fn deliver_again(
+    http: &reqwest::Client,
+    event: &WebhookEvent,
+    delivery: usize,
+) -> DeliveryOutcome {
+    let Some(target) = event.deliveries.get(delivery) else {
+        return DeliveryOutcome::Failed(format!("the event has no delivery {delivery}"));
+    };
+    let job = Job {
+        event: 0,
+        delivery,
+        url: target.url.clone(),
+        body: event.body.clone(),
+        secret: target.signing_secret.clone(),
+    };
+    deliver(http, &job).await
 }
 
 /// POSTs one event as Mailchimp does, signed with the current Unix time.

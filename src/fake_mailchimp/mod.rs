@@ -35,8 +35,11 @@
 //!
 //! Where Mailchimp's behaviour is unknown the fake picks one and says so: `sort_dir`
 //! defaults to `ASC`; only `sort_field=last_changed` is supported; missing webhook toggles
-//! are off; archiving and deleting for good both announce `unsubscribe` with
-//! `action=delete`; a cleaned member is announced with `reason=hard`.
+//! are off; deleting a member (for good or not) announces `unsubscribe` with
+//! `action=delete`, while archiving announces nothing, because an archived member is still
+//! on the audience (a webhook saying it left would contradict the next fetch); an email
+//! change announces `upemail` and then `profile` with the new address, both fired in the same
+//! second; a cleaned member is announced with `reason=hard` unless the clean says otherwise.
 //!
 //! Large audiences cost no memory: generated members (see [`synthetic_email`]) are computed
 //! when served and only changed ones are stored.
@@ -244,7 +247,7 @@ impl FakeMailchimp {
     }
 
     /// Sets any status, a future one included (`"blocklisted"`). Becoming `subscribed`,
-    /// `unsubscribed`, `cleaned` or `archived` is announced.
+    /// `unsubscribed` or `cleaned` is announced; becoming `archived` is not.
     pub fn set_status(&self, list_id: &str, email: &str, status: &str, source: Source) -> Member {
         self.change(list_id, email, source, |member, now| {
             let before = std::mem::replace(&mut member.status, status.to_owned());
@@ -258,8 +261,7 @@ impl FakeMailchimp {
                     Some(Change::Subscribed)
                 }
                 "unsubscribed" => Some(Change::Unsubscribed),
-                "cleaned" => Some(Change::Cleaned),
-                "archived" => Some(Change::Deleted),
+                "cleaned" => Some(Change::Cleaned { reason: "hard" }),
                 _ => None,
             }
         })
@@ -284,7 +286,7 @@ impl FakeMailchimp {
     }
 
     /// Changes the address: the member's `id` follows and it gets a new `unique_email_id`.
-    /// Announced as `upemail`.
+    /// Announced as `upemail`, then as `profile` with the new address.
     pub fn change_email(
         &self,
         list_id: &str,
@@ -292,20 +294,61 @@ impl FakeMailchimp {
         new_email: &str,
         source: Source,
     ) -> Member {
-        self.change(list_id, email, source, |member, _| {
+        let member = self.change(list_id, email, source, |member, _| {
             let old_email = std::mem::replace(&mut member.email_address, new_email.to_owned());
             member.unique_email_id = random_hex(10);
             Some(Change::EmailChanged { old_email })
+        });
+        let now = self.now();
+        let profile = self.list(list_id, |list| {
+            event_for(
+                &Change::Profile,
+                &member,
+                list_id,
+                source,
+                now,
+                &list.webhooks,
+            )
+        });
+        self.record(Some(profile));
+        member
+    }
+
+    /// Cleans the member for a hard bounce (`reason` `"hard"`) or a spam complaint
+    /// (`"abuse"`). Announced as `cleaned` with that reason.
+    pub fn clean(
+        &self,
+        list_id: &str,
+        email: &str,
+        reason: &'static str,
+        source: Source,
+    ) -> Member {
+        self.change(list_id, email, source, |member, _| {
+            member.status = "cleaned".to_owned();
+            member.unsubscribe_reason = None;
+            Some(Change::Cleaned { reason })
         })
     }
 
     /// Archives the member: it leaves the plain listing and shows with `status=archived`.
+    /// Not announced.
     pub fn archive(&self, list_id: &str, email: &str, source: Source) -> Member {
         self.set_status(list_id, email, "archived", source)
     }
 
+    /// Deletes the member: it vanishes from every listing, but the address may be added
+    /// again. Announced as `unsubscribe` with `action=delete`.
+    pub fn delete_member(&self, list_id: &str, email: &str, source: Source) {
+        self.remove(list_id, email, source, false);
+    }
+
     /// Deletes the member for good: it vanishes, and its address cannot be added again.
+    /// Announced as `unsubscribe` with `action=delete`.
     pub fn delete_permanently(&self, list_id: &str, email: &str, source: Source) {
+        self.remove(list_id, email, source, true);
+    }
+
+    fn remove(&self, list_id: &str, email: &str, source: Source, for_good: bool) {
         let now = self.now();
         let event = self.list(list_id, |list| {
             let pos = list
@@ -316,7 +359,11 @@ impl FakeMailchimp {
                 .audience
                 .get(pos)
                 .expect("a member that was found exists");
-            list.audience.erase(pos);
+            if for_good {
+                list.audience.erase(pos);
+            } else {
+                list.audience.remove(pos);
+            }
             Some(event_for(
                 &Change::Deleted,
                 &member,
@@ -327,6 +374,12 @@ impl FakeMailchimp {
             ))
         });
         self.record(event);
+    }
+
+    /// Every member of the list, archived ones included; generated members are computed,
+    /// so this costs memory in proportion to the audience.
+    pub fn members(&self, list_id: &str) -> Vec<Member> {
+        self.list(list_id, |list| list.audience.all())
     }
 
     /// The list's webhooks, signing secrets included.
@@ -352,6 +405,20 @@ impl FakeMailchimp {
     /// Every change announced so far, oldest first, with its deliveries' outcomes.
     pub fn webhook_events(&self) -> Vec<WebhookEvent> {
         lock(&self.shared.events).clone()
+    }
+
+    /// How many changes were announced so far.
+    pub fn webhook_event_count(&self) -> usize {
+        lock(&self.shared.events).len()
+    }
+
+    /// POSTs delivery number `delivery` of `event` (one of [`webhook_events`]) now, signed
+    /// with the current time, as a retry from Mailchimp would be: a test delivers late,
+    /// twice, or not at all. The outcome is returned, not recorded on the event.
+    ///
+    /// [`webhook_events`]: Self::webhook_events
+    pub async fn deliver(&self, event: &WebhookEvent, delivery: usize) -> DeliveryOutcome {
+        events::deliver_again(&self.shared.http, event, delivery).await
     }
 
     /// Resolves once every queued webhook delivery has been answered or has failed. The

@@ -137,6 +137,54 @@ async fn archived_members_appear_only_when_asked_for_and_deleted_ones_never() {
 }
 
 #[tokio::test]
+async fn deleting_is_announced_and_may_be_undone_while_archiving_is_silent() {
+    let fake = fake_with(0).await;
+    for email in [
+        "kept@example.com",
+        "gone@example.com",
+        "shelved@example.com",
+    ] {
+        fake.add_member(LIST, NewMember::new(email), Source::Api);
+    }
+    fake.clean(LIST, "kept@example.com", "abuse", Source::Admin);
+    fake.delete_member(LIST, "gone@example.com", Source::Admin);
+    fake.archive(LIST, "shelved@example.com", Source::Admin);
+
+    let events = fake.webhook_events().split_off(3);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        ["cleaned", "unsubscribe"],
+        "archiving announces nothing"
+    );
+    assert!(
+        events[0].body.contains("data%5Breason%5D=abuse"),
+        "{}",
+        events[0].body
+    );
+    assert!(
+        events[1].body.contains("data%5Baction%5D=delete"),
+        "{}",
+        events[1].body
+    );
+    assert!(fake.member(LIST, "gone@example.com").is_none());
+    let statuses: Vec<(String, String)> = fake
+        .members(LIST)
+        .into_iter()
+        .map(|m| (m.email_address, m.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("kept@example.com".to_owned(), "cleaned".to_owned()),
+            ("shelved@example.com".to_owned(), "archived".to_owned())
+        ]
+    );
+    fake.add_member(LIST, NewMember::new("gone@example.com"), Source::Admin);
+    assert_eq!(fake.webhook_event_count(), 6, "the address came back");
+}
+
+#[tokio::test]
 async fn fields_narrow_members_and_lists() {
     let fake = fake_with(3).await;
     let page = json_of(
@@ -534,7 +582,7 @@ async fn deliveries_are_form_encoded_signed_and_filtered_by_source() {
 }
 
 #[tokio::test]
-async fn an_email_change_moves_the_id_and_is_announced_as_upemail() {
+async fn an_email_change_moves_the_id_and_is_announced_as_upemail_then_profile() {
     let fake = fake_with(10).await;
     fake.set_clock(Utc.with_ymd_and_hms(2026, 3, 2, 9, 15, 1).unwrap());
     let moved = fake.change_email(
@@ -555,14 +603,22 @@ async fn an_email_change_moves_the_id_and_is_announced_as_upemail() {
     )
     .await;
     assert_eq!(old.status(), StatusCode::NOT_FOUND);
-    let event = fake.webhook_events().pop().expect("an event");
+    let mut events = fake.webhook_events();
+    let profile = events.pop().expect("a profile event");
+    let upemail = events.pop().expect("an upemail event");
     let expected = format!(
         "type=upemail&fired_at=2026-03-02+09%3A15%3A01&data%5Blist_id%5D={LIST}\
          &data%5Bnew_id%5D={}&data%5Bnew_email%5D=New.One%40example.com\
          &data%5Bold_email%5D=member1%40example.com",
         moved.unique_email_id
     );
-    assert_eq!(event.body, expected);
+    assert_eq!(upemail.body, expected);
+    let profile_start = format!(
+        "type=profile&fired_at=2026-03-02+09%3A15%3A01&data%5Bid%5D={}&data%5Blist_id%5D={LIST}\
+         &data%5Bemail%5D=New.One%40example.com&",
+        moved.unique_email_id
+    );
+    assert!(profile.body.starts_with(&profile_start), "{}", profile.body);
 }
 
 #[tokio::test]

@@ -134,3 +134,20 @@ pub fn set_webhook_registered(
         .execute(conn)?;
     Ok(())
 }
+
+/// Keeps the signing secret Mailchimp returned for the audience's webhook.
+pub fn set_signing_secret(conn: &mut DbConnection, id: i64, secret: &str) -> StoreResult<()> {
+    diesel::update(table::table.find(id))
+        .set(table::webhook_signing_secret.eq(secret))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The signing secrets of the account's audiences' webhooks, one per registered webhook.
+pub fn signing_secrets(conn: &mut DbConnection, account_id: i64) -> StoreResult<Vec<String>> {
+    let secrets: Vec<Option<String>> = table::table
+        .filter(table::account_id.eq(account_id))
+        .select(table::webhook_signing_secret)
+        .load(conn)?;
+    Ok(secrets.into_iter().flatten().collect())
+}

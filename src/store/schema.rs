@@ -29,6 +29,7 @@ diesel::table! {
         webhook_registered -> Bool,
         create_date -> Timestamp,
         write_date -> Timestamp,
+        webhook_signing_secret -> Nullable<Text>,
     }
 }
 

@@ -52,7 +52,11 @@ pub async fn receive(
     if body.is_empty() {
         return StatusCode::OK.into_response();
     }
-    let refusal = check_signature(&account, &headers, &body);
+    let secrets = match accounts::signing_secrets(&state.store, &account).await {
+        Ok(secrets) => secrets,
+        Err(error) => return error_response(error),
+    };
+    let refusal = check_signature(&secrets, &headers, &body);
     let unsigned = refusal.is_some();
     let delivery = Delivery {
         account_id: account.id,
@@ -104,17 +108,22 @@ async fn account(
     }
 }
 
-/// With a signing secret on the account, the request must carry a valid signature; the
-/// reason it does not is stored with the event and answered with a 401.
-fn check_signature(account: &AccountRow, headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    let secret = account.webhook_signing_secret.as_deref()?;
+/// With signing secrets on the account, the request must carry a valid signature by one of
+/// them (each audience's webhook has its own, and one URL serves them all); the reason it
+/// does not is stored with the event and answered with a 401.
+fn check_signature(secrets: &[String], headers: &HeaderMap, body: &[u8]) -> Option<String> {
     let header = headers
         .get("x-mailchimp-signature")
         .and_then(|value| value.to_str().ok());
     let now = chrono::Utc::now().timestamp();
-    signature::verify(secret, header, body, now)
-        .err()
-        .map(|error| error.to_string())
+    let mut refusals = secrets
+        .iter()
+        .map(|secret| signature::verify(secret, header, body, now));
+    let first = refusals.next()?.err()?;
+    if refusals.any(|refusal| refusal.is_ok()) {
+        return None;
+    }
+    Some(first.to_string())
 }
 
 fn error_response(error: AppError) -> Response {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use mailchimp_sync::domain::fetch::{Mode, Settings, Target, Trigger};
-use mailchimp_sync::fake_mailchimp::{FakeMailchimp, NewMember, Source};
+use mailchimp_sync::fake_mailchimp::{DeliveryOutcome, FakeMailchimp, NewMember, Source};
 use mailchimp_sync::grpc::pb;
 use mailchimp_sync::mailchimp::Limits;
 use mailchimp_sync::store::fetch_runs::{Claim, FetchRunRow};
@@ -626,4 +626,36 @@ async fn signed_deliveries_from_mailchimp_apply_and_unsigned_ones_are_refused() 
     assert!(reason.contains("X-Mailchimp-Signature"), "{reason}");
     assert_eq!(s.app.latest_event(s.account_id).await.outcome, "rejected");
     assert!(s.app.get_contact("forged@example.com").await.is_err());
+}
+
+#[tokio::test]
+async fn each_audience_signs_with_its_own_secret_and_every_one_is_accepted() {
+    let s = setup().await;
+    s.fake.add_list(OTHER_LIST, "Customers");
+    s.app.generate_webhook_url(s.account_id).await;
+    for audience in s.refresh().await {
+        let request = pb::RegisterWebhookRequest {
+            audience_id: audience.id,
+        };
+        s.app.audiences().register_webhook(request).await.unwrap();
+    }
+    let secret = |list| s.fake.webhooks(list)[0].signing_secret.clone();
+    assert_ne!(secret(LIST), secret(OTHER_LIST));
+    s.fake.set_clock(Utc::now());
+    s.fake.set_webhook_delivery(true);
+
+    s.fake
+        .add_member(LIST, NewMember::new("first@example.com"), Source::User);
+    s.fake.add_member(
+        OTHER_LIST,
+        NewMember::new("second@example.com"),
+        Source::User,
+    );
+    s.fake.wait_for_webhook_deliveries().await;
+
+    for event in s.fake.webhook_events() {
+        assert_eq!(event.deliveries[0].outcome, DeliveryOutcome::Answered(200));
+    }
+    assert!(s.app.get_contact("first@example.com").await.is_ok());
+    assert!(s.app.get_contact("second@example.com").await.is_ok());
 }

@@ -203,6 +203,97 @@ async fn a_late_unsubscribe_older_than_a_resubscribe_echo_is_stale() {
     app.shutdown().await;
 }
 
+/// A profile edit says nothing about the status: a clean fired before it, arriving after
+/// it, still cleans.
+#[tokio::test]
+async fn a_late_clean_older_than_a_profile_edit_still_cleans() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "bounced@example.com";
+    post_and_outcome(
+        &app,
+        account_id,
+        &url,
+        &bodies::subscribe(LIST_A, email, T1),
+    )
+    .await;
+    let profile = bodies::profile(LIST_A, email, T3).with("data[merges][FNAME]", "Robyn");
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &profile).await,
+        "applied"
+    );
+
+    let cleaned = bodies::cleaned(LIST_A, email, T2);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &cleaned).await,
+        "applied"
+    );
+    let contact = app.get_contact(email).await.expect("kept");
+    assert_eq!(
+        statuses(&contact),
+        [(LIST_A.to_owned(), "cleaned".to_owned(), true)]
+    );
+    assert!(contact.is_blacklisted);
+    assert_eq!(contact.first_name, "Robyn", "the newer profile stays");
+    app.shutdown().await;
+}
+
+/// A clean carries no name: the sign-up it overtook still brings one.
+#[tokio::test]
+async fn a_late_sign_up_older_than_a_clean_still_brings_the_name() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "overtaken@example.com";
+    let cleaned = bodies::cleaned(LIST_A, email, T2);
+    post_and_outcome(&app, account_id, &url, &cleaned).await;
+
+    let sign_up = bodies::subscribe(LIST_A, email, T1);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &sign_up).await,
+        "applied"
+    );
+    let contact = app.get_contact(email).await.expect("kept");
+    assert_eq!(contact.name, "Robin Vale");
+    assert_eq!(
+        statuses(&contact),
+        [(LIST_A.to_owned(), "cleaned".to_owned(), true)],
+        "the status stays the newer one"
+    );
+    assert!(contact.is_blacklisted);
+    app.shutdown().await;
+}
+
+/// A profile tells no status: the unsubscribe it overtook still applies.
+#[tokio::test]
+async fn a_late_unsubscribe_older_than_the_first_profile_seen_still_applies() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "profile.first@example.com";
+    let profile = bodies::profile(LIST_A, email, T3);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &profile).await,
+        "applied"
+    );
+
+    let unsubscribe = bodies::unsubscribe(LIST_A, email, T2);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &unsubscribe).await,
+        "applied"
+    );
+    let contact = app.get_contact(email).await.expect("kept");
+    assert_eq!(
+        statuses(&contact),
+        [(LIST_A.to_owned(), "unsubscribed".to_owned(), true)]
+    );
+    assert_eq!(contact.first_name, "Robin", "the profile stays");
+    let stale = bodies::subscribe(LIST_A, email, T1);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &stale).await,
+        "stale"
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_late_subscribe_older_than_a_delete_leaves_the_contact_absent() {
     let app = TestApp::spawn().await;
@@ -299,6 +390,41 @@ async fn an_email_change_to_an_address_on_another_list_merges_the_contacts() {
     app.shutdown().await;
 }
 
+/// The change feed reports what the merge kept, not what the email change carried.
+#[tokio::test]
+async fn an_email_change_merged_into_a_newer_state_reports_the_state_kept() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let (old, new) = ("kept.old@example.com", "kept.new@example.com");
+    post_and_outcome(&app, account_id, &url, &bodies::subscribe(LIST_A, old, T1)).await;
+    post_and_outcome(
+        &app,
+        account_id,
+        &url,
+        &bodies::unsubscribe(LIST_A, new, T3),
+    )
+    .await;
+
+    let upemail = bodies::upemail(LIST_A, old, new, T2);
+    post_and_outcome(&app, account_id, &url, &upemail).await;
+    let contact = app.get_contact(new).await.expect("merged");
+    assert_eq!(
+        statuses(&contact),
+        [(LIST_A.to_owned(), "unsubscribed".to_owned(), true)]
+    );
+    let changes = app.all_changes().await;
+    let last = changes
+        .iter()
+        .rev()
+        .find(|change| change.email_normalized == new)
+        .expect("a change for the new address");
+    assert_eq!(
+        (last.kind.as_str(), last.status.as_str(), last.opt_out),
+        ("email_changed", "unsubscribed", true)
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_email_change_from_an_unknown_address_is_recorded_not_failed() {
     let app = TestApp::spawn().await;
@@ -318,6 +444,61 @@ async fn an_email_change_from_an_unknown_address_is_recorded_not_failed() {
         ("upemail", LIST_A)
     );
     assert_absent(&app, "ghost@example.com").await;
+    app.shutdown().await;
+}
+
+/// The sign-up of the old address may still be on its way when its email change arrives.
+#[tokio::test]
+async fn a_late_sign_up_of_an_address_that_changed_since_does_not_bring_it_back() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let (old, new) = ("late.old@example.com", "late.new@example.com");
+    let upemail = bodies::upemail(LIST_A, old, new, T2);
+    post_and_outcome(&app, account_id, &url, &upemail).await;
+    let late = bodies::subscribe(LIST_A, old, T1);
+
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &late).await,
+        "stale"
+    );
+    assert_absent(&app, old).await;
+    app.shutdown().await;
+}
+
+/// An email change overtaken by a later one: the address it moves to has left already.
+#[tokio::test]
+async fn a_late_email_change_to_an_address_that_left_since_does_not_bring_it_back() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let (first, second, third) = (
+        "first.hop@example.com",
+        "second.hop@example.com",
+        "third.hop@example.com",
+    );
+    post_and_outcome(
+        &app,
+        account_id,
+        &url,
+        &bodies::subscribe(LIST_A, first, T1),
+    )
+    .await;
+    let profile = bodies::profile(LIST_A, second, T1).with("data[id]", &bodies::member_id(second));
+    post_and_outcome(&app, account_id, &url, &profile).await;
+    let onwards = bodies::upemail(LIST_A, first, third, T3);
+    post_and_outcome(&app, account_id, &url, &onwards).await;
+    let late = bodies::upemail(LIST_A, second, first, T2);
+
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &late).await,
+        "applied"
+    );
+    assert_absent(&app, first).await;
+    assert_absent(&app, second).await;
+    let contact = app
+        .get_contact(third)
+        .await
+        .expect("the member's address now");
+    assert_eq!(statuses(&contact), [subscribed(LIST_A)]);
     app.shutdown().await;
 }
 

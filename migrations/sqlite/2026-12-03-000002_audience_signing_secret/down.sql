@@ -1,0 +1,1 @@
+ALTER TABLE mailing_list DROP COLUMN webhook_signing_secret;
