@@ -12,7 +12,11 @@
 //! database created through the given admin URL and dropped afterwards. All traffic stays on
 //! 127.0.0.1, and every phase is bounded in requests and in time.
 //!
-//! `webhooks` measures, at one concurrency over HTTP keep-alive:
+//! `webhooks` measures, at one concurrency over HTTP keep-alive (128 requests in flight by
+//! default: a bulk action in Mailchimp's UI, or Mailchimp retrying after an outage, sends
+//! thousands of webhooks within minutes, many of them at once; the writer commits every
+//! event waiting in one transaction, so the number in flight is what one durable commit is
+//! shared by; `--concurrency` measures any other):
 //! - the ceiling: the same server answering `GET /healthz`, N times;
 //! - ingestion: N distinct webhook bodies as Mailchimp sends them (subscribes, profile
 //!   updates, unsubscribes, email changes and cleans over three audiences, `fired_at`

@@ -25,8 +25,8 @@ pub struct Args {
     /// Webhook events to ingest, and `GET /healthz` requests for the ceiling.
     #[arg(long, default_value_t = 20_000)]
     events: usize,
-    /// Requests in flight for the ceiling and ingestion.
-    #[arg(long, default_value_t = 32)]
+    /// Requests in flight for the ceiling and ingestion (see the doc comment of bench.rs).
+    #[arg(long, default_value_t = 128)]
     concurrency: usize,
     /// Unsubscribes in the burst.
     #[arg(long, default_value_t = 3_000)]

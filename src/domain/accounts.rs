@@ -128,17 +128,19 @@ pub async fn update(store: &Store, id: i64, input: AccountInput) -> AppResult<Ac
     changes.webhook_signing_secret = input
         .webhook_signing_secret
         .map(|secret| Some(secret).filter(|s| !s.is_empty()));
-    store
+    let row = store
         .run(move |conn| accounts::update(conn, id, &changes))
         .await
-        .map_err(not_found)
+        .map_err(not_found);
+    store.recent_tokens().forget_all();
+    row
 }
 
 /// Deletes the account with its audiences. Their members leave through the change feed
 /// first, as they would one by one, so an Odoo module following it lets them go too.
 pub async fn delete(store: &Store, id: i64) -> AppResult<()> {
     let now = crate::now();
-    store
+    let deleted = store
         .write(move |conn| {
             accounts::get(conn, id)?;
             for list in lists::for_account(conn, id)? {
@@ -147,7 +149,9 @@ pub async fn delete(store: &Store, id: i64) -> AppResult<()> {
             accounts::delete(conn, id)
         })
         .await
-        .map_err(not_found)
+        .map_err(not_found);
+    store.recent_tokens().forget_all();
+    deleted
 }
 
 /// The audiences of an account, as far as the store has seen them.
@@ -173,10 +177,12 @@ pub async fn generate_webhook_url(
         write_date: Some(crate::now()),
         ..Default::default()
     };
-    store
+    let updated = store
         .run(move |conn| accounts::update(conn, account_id, &changes))
         .await
-        .map_err(not_found)?;
+        .map_err(not_found);
+    store.recent_tokens().forget_all();
+    updated?;
     Ok(url)
 }
 
@@ -187,9 +193,20 @@ pub async fn find_by_token(store: &Store, token: &str) -> AppResult<Option<Accou
         return Ok(None);
     }
     let hash = token_hash(token);
-    let row = store
-        .run(move |conn| accounts::find_by_token_hash(conn, &hash))
-        .await?;
+    let row = match store.recent_tokens().get(&hash) {
+        Ok(row) => Some(row),
+        Err(generation) => {
+            let found = store
+                .run(move |conn| Ok((accounts::find_by_token_hash(conn, &hash)?, hash)))
+                .await?;
+            if let (Some(row), hash) = &found {
+                store
+                    .recent_tokens()
+                    .put(generation, hash.clone(), row.clone());
+            }
+            found.0
+        }
+    };
     Ok(row.filter(|row| {
         let held = row.webhook_token.as_deref().unwrap_or_default();
         bool::from(held.as_bytes().ct_eq(token.as_bytes()))

@@ -14,9 +14,10 @@ use crate::email::EmailIdentity;
 use crate::mailchimp::types::ApiMember;
 use crate::store::changes::NewChange;
 use crate::store::contacts::{self, ContactRow, NewContact, Profile};
-use crate::store::lists::{self, ListRow};
+use crate::store::known::Known;
+use crate::store::lists::ListRow;
 use crate::store::subscriptions::{self, MemberState, SubscriptionRow};
-use crate::store::{DbConnection, StoreResult, blacklist, changes};
+use crate::store::{DbConnection, StoreResult, changes};
 use crate::webhook::event::{Event, MemberData};
 
 /// What became of one webhook event.
@@ -59,9 +60,11 @@ impl From<Outcome> for Applied {
     }
 }
 
-/// Applies one event of the account, fired at `fired_at`, at wall-clock time `now`.
+/// Applies one event of the account, fired at `fired_at`, at wall-clock time `now`, reading
+/// and writing through `known` (see [`Known`]).
 pub fn apply(
     conn: &mut DbConnection,
+    known: &mut Known,
     account_id: i64,
     fired_at: NaiveDateTime,
     event: &Event,
@@ -69,6 +72,7 @@ pub fn apply(
 ) -> StoreResult<Applied> {
     let mut ctx = Ctx {
         conn,
+        known,
         account_id,
         fired_at,
         now,
@@ -80,10 +84,37 @@ pub fn apply(
     Ok(applied)
 }
 
+/// Applies a page of members as the Marketing API listed them, in order, with the rows they
+/// touch looked up once for the page; returns how many changed something.
+pub fn apply_fetched_page(
+    conn: &mut DbConnection,
+    list: &ListRow,
+    members: &[ApiMember],
+    seen_by: Option<i64>,
+    now: NaiveDateTime,
+) -> StoreResult<i64> {
+    let emails: Vec<EmailIdentity> = members
+        .iter()
+        .filter_map(|member| EmailIdentity::parse(&member.email_address))
+        .collect();
+    let emails: Vec<&str> = emails.iter().map(|e| e.normalized.as_str()).collect();
+    let audience = [(list.account_id, list.mailchimp_list_id.as_str())];
+    let mut known = Known::load(conn, &audience, &emails)?.with_list(list);
+    known.defer_writes();
+    let mut written = 0;
+    for member in members {
+        let outcome = apply_fetched(conn, &mut known, list, member, seen_by, now)?;
+        written += i64::from(outcome == Outcome::Applied);
+    }
+    known.flush(conn)?;
+    Ok(written)
+}
+
 /// Applies a member as the Marketing API listed it. It only overwrites state that is not
 /// newer than the member's `last_changed`. `seen_by` is the full run that saw it.
 pub fn apply_fetched(
     conn: &mut DbConnection,
+    known: &mut Known,
     list: &ListRow,
     member: &ApiMember,
     seen_by: Option<i64>,
@@ -105,6 +136,7 @@ pub fn apply_fetched(
     let account_id = list.account_id;
     let mut ctx = Ctx {
         conn,
+        known,
         account_id,
         fired_at,
         now,
@@ -156,27 +188,28 @@ fn remove_in_batches(
     now: NaiveDateTime,
     next_batch: impl Fn(&mut DbConnection) -> StoreResult<Vec<SubscriptionRow>>,
 ) -> StoreResult<usize> {
-    let account_id = list.account_id;
-    let mut ctx = Ctx {
-        conn,
-        account_id,
-        fired_at: removed_at,
-        now,
-        fetched_tags: None,
-        changes: Vec::new(),
-    };
     let mut removed = 0;
     loop {
-        let batch = next_batch(ctx.conn)?;
+        let batch = next_batch(conn)?;
         if batch.is_empty() {
             return Ok(removed);
         }
+        // Known afresh for each batch, so that memory does not grow with the audience.
+        let mut known = Known::new();
+        let mut ctx = Ctx {
+            conn: &mut *conn,
+            known: &mut known,
+            account_id: list.account_id,
+            fired_at: removed_at,
+            now,
+            fetched_tags: None,
+            changes: Vec::new(),
+        };
         for held in &batch {
             let contact = contacts::get(ctx.conn, held.contact_id)?;
             ctx.remove_subscription(&contact, list, held)?;
         }
         changes::insert_all(ctx.conn, &ctx.changes)?;
-        ctx.changes.clear();
         removed += batch.len();
     }
 }
@@ -198,6 +231,7 @@ fn member_data(list: &ListRow, member: &ApiMember, email: EmailIdentity) -> Memb
 
 struct Ctx<'a> {
     conn: &'a mut DbConnection,
+    known: &'a mut Known,
     account_id: i64,
     fired_at: NaiveDateTime,
     now: NaiveDateTime,
@@ -264,12 +298,15 @@ impl Ctx<'_> {
     }
 
     fn list(&mut self, mailchimp_list_id: &str) -> StoreResult<ListRow> {
-        lists::get_or_create(self.conn, self.account_id, mailchimp_list_id, self.now)
+        self.known
+            .list(self.conn, self.account_id, mailchimp_list_id, self.now)
     }
 
     /// Whether the address left the audience after this event was fired.
     fn removed_later(&mut self, list: &ListRow, email: &EmailIdentity) -> StoreResult<bool> {
-        let removed = subscriptions::tombstone(self.conn, list.id, &email.normalized)?;
+        let removed = self
+            .known
+            .tombstone(self.conn, list.id, &email.normalized)?;
         Ok(removed.is_some_and(|at| at > self.fired_at))
     }
 
@@ -283,7 +320,7 @@ impl Ctx<'_> {
     ) -> StoreResult<Applied> {
         let list = self.list(&member.list_id)?;
         let state = target_state(status, reason, member.member_id.as_deref(), self.fired_at);
-        let contact = contacts::find_by_email(self.conn, &member.email.normalized)?;
+        let contact = self.known.contact(self.conn, &member.email.normalized)?;
         let Some(contact) = contact else {
             if self.removed_later(&list, &member.email)? {
                 return Ok(Outcome::Stale.into());
@@ -291,7 +328,7 @@ impl Ctx<'_> {
             let contact = self.create_contact(member)?;
             return self.create_subscription(&contact, &list, &state, kind_of(status));
         };
-        let held = subscriptions::find(self.conn, contact.id, list.id)?;
+        let held = self.known.subscription(self.conn, contact.id, list.id)?;
         if self.is_stale(held.as_ref(), &list, &member.email)? {
             // The status is older than the one held, but the profile it carries has its own
             // time and may still be the newest seen (a clean, which carries none, may have
@@ -353,7 +390,7 @@ impl Ctx<'_> {
         if held.opt_out && state.opt_out {
             state.opt_out_datetime = held.opt_out_datetime;
         }
-        subscriptions::set_state(self.conn, held.id, &state, self.now)?;
+        self.known.set_state(self.conn, &held, &state, self.now)?;
         self.record(contact, Some(list), kind, Some(&state));
         Ok(Outcome::Applied)
     }
@@ -364,7 +401,7 @@ impl Ctx<'_> {
                 last_changed,
                 ..held.state()
             };
-            subscriptions::set_state(self.conn, held.id, &state, self.now)?;
+            self.known.set_state(self.conn, held, &state, self.now)?;
         }
         Ok(())
     }
@@ -417,7 +454,7 @@ impl Ctx<'_> {
             create_date: self.now,
             write_date: self.now,
         };
-        contacts::insert(self.conn, &new)
+        self.known.insert_contact(self.conn, &new)
     }
 
     fn create_subscription(
@@ -427,9 +464,10 @@ impl Ctx<'_> {
         state: &MemberState,
         kind: &'static str,
     ) -> StoreResult<Applied> {
-        let hash = &contact.subscriber_hash;
-        subscriptions::insert(self.conn, contact.id, list.id, hash, state, self.now)?;
-        subscriptions::clear_tombstone(self.conn, list.id, &contact.email_normalized)?;
+        self.known
+            .insert_subscription(self.conn, contact, list.id, state, self.now)?;
+        self.known
+            .clear_tombstone(self.conn, list.id, &contact.email_normalized)?;
         self.record(contact, Some(list), kind, Some(state));
         Ok(Outcome::Applied.into())
     }
@@ -449,11 +487,13 @@ impl Ctx<'_> {
         };
         if profile == unchanged {
             if contact.last_changed != profile.last_changed {
-                contacts::set_profile(self.conn, contact.id, &profile, self.now)?;
+                self.known
+                    .set_profile(self.conn, contact, &profile, self.now)?;
             }
             return Ok(false);
         }
-        contacts::set_profile(self.conn, contact.id, &profile, self.now)?;
+        self.known
+            .set_profile(self.conn, contact, &profile, self.now)?;
         Ok(true)
     }
 
@@ -461,7 +501,7 @@ impl Ctx<'_> {
         if contact.email == raw {
             return Ok(false);
         }
-        contacts::set_raw_email(self.conn, contact.id, raw)?;
+        self.known.set_raw_email(self.conn, contact, raw)?;
         Ok(true)
     }
 
@@ -469,13 +509,14 @@ impl Ctx<'_> {
     fn delete(&mut self, member: &MemberData) -> StoreResult<Applied> {
         let list = self.list(&member.list_id)?;
         let email = &member.email.normalized;
-        let contact = contacts::find_by_email(self.conn, email)?;
+        let contact = self.known.contact(self.conn, email)?;
         let held = match &contact {
-            Some(contact) => subscriptions::find(self.conn, contact.id, list.id)?,
+            Some(contact) => self.known.subscription(self.conn, contact.id, list.id)?,
             None => None,
         };
         let (Some(contact), Some(held)) = (contact, held) else {
-            subscriptions::put_tombstone(self.conn, list.id, email, self.fired_at)?;
+            self.known
+                .put_tombstone(self.conn, list.id, email, self.fired_at)?;
             return Ok(Outcome::Unchanged.into());
         };
         if self.fired_at < held.last_changed {
@@ -492,10 +533,11 @@ impl Ctx<'_> {
         list: &ListRow,
         held: &SubscriptionRow,
     ) -> StoreResult<()> {
-        subscriptions::delete(self.conn, held.id)?;
-        subscriptions::put_tombstone(self.conn, list.id, &contact.email_normalized, self.fired_at)?;
-        if subscriptions::count_for_contact(self.conn, contact.id)? == 0 {
-            contacts::delete(self.conn, contact.id)?;
+        self.known.delete_subscription(self.conn, held)?;
+        self.known
+            .put_tombstone(self.conn, list.id, &contact.email_normalized, self.fired_at)?;
+        if self.known.subscription_count(self.conn, contact.id)? == 0 {
+            self.known.delete_contact(self.conn, contact)?;
             self.record(contact, Some(list), "contact_removed", None);
         } else {
             self.record(contact, Some(list), "subscription_removed", None);
@@ -506,18 +548,20 @@ impl Ctx<'_> {
     /// `profile`: new name, merge fields, and possibly a new address.
     fn profile(&mut self, member: &MemberData) -> StoreResult<Applied> {
         let list = self.list(&member.list_id)?;
-        let by_email = contacts::find_by_email(self.conn, &member.email.normalized)?;
+        let by_email = self.known.contact(self.conn, &member.email.normalized)?;
         if let Some(contact) = by_email {
             return self.profile_of_known(&contact, &list, member);
         }
         let moved = match &member.member_id {
-            Some(id) => subscriptions::find_by_member_id(self.conn, list.id, id)?,
+            Some(id) => self
+                .known
+                .subscription_by_member_id(self.conn, list.id, id)?,
             None => None,
         };
         match moved {
             Some(held) if self.fired_at < held.last_changed => Ok(Outcome::Stale.into()),
             Some(held) => {
-                let from = contacts::get(self.conn, held.contact_id)?;
+                let from = self.known.contact_by_id(self.conn, held.contact_id)?;
                 let to = self.move_subscription(
                     &from,
                     &list,
@@ -537,14 +581,16 @@ impl Ctx<'_> {
     /// the profile tells no status, so the subscription claims no status time (the time the
     /// address last left the audience, or none), and every status event still applies.
     fn member_from_profile(&mut self, member: &MemberData, list: &ListRow) -> StoreResult<Applied> {
-        let left = subscriptions::tombstone(self.conn, list.id, &member.email.normalized)?;
+        let left = self
+            .known
+            .tombstone(self.conn, list.id, &member.email.normalized)?;
         let applied = self.member_event(member, "subscribed", None, true)?;
         if applied.outcome != Outcome::Applied {
             return Ok(applied);
         }
-        let contact = contacts::find_by_email(self.conn, &member.email.normalized)?;
+        let contact = self.known.contact(self.conn, &member.email.normalized)?;
         let created = match &contact {
-            Some(contact) => subscriptions::find(self.conn, contact.id, list.id)?,
+            Some(contact) => self.known.subscription(self.conn, contact.id, list.id)?,
             None => None,
         };
         if let Some(held) = created {
@@ -553,7 +599,7 @@ impl Ctx<'_> {
                 last_changed: left.unwrap_or(unknown),
                 ..held.state()
             };
-            subscriptions::set_state(self.conn, held.id, &state, self.now)?;
+            self.known.set_state(self.conn, &held, &state, self.now)?;
         }
         Ok(applied)
     }
@@ -564,7 +610,7 @@ impl Ctx<'_> {
         list: &ListRow,
         member: &MemberData,
     ) -> StoreResult<Applied> {
-        let held = subscriptions::find(self.conn, contact.id, list.id)?;
+        let held = self.known.subscription(self.conn, contact.id, list.id)?;
         let Some(held) = held else {
             return self.member_from_profile(member, list);
         };
@@ -596,15 +642,16 @@ impl Ctx<'_> {
         new_raw: &str,
     ) -> StoreResult<Applied> {
         let list = self.list(list_id)?;
-        let from = contacts::find_by_email(self.conn, &old.normalized)?;
+        let from = self.known.contact(self.conn, &old.normalized)?;
         let held = match &from {
-            Some(contact) => subscriptions::find(self.conn, contact.id, list.id)?,
+            Some(contact) => self.known.subscription(self.conn, contact.id, list.id)?,
             None => None,
         };
         let (Some(from), Some(mut held)) = (from, held) else {
             // The old address left the audience now, even if the event that put it there is
             // still on its way: that event, older, must not bring it back.
-            subscriptions::put_tombstone(self.conn, list.id, &old.normalized, self.fired_at)?;
+            self.known
+                .put_tombstone(self.conn, list.id, &old.normalized, self.fired_at)?;
             let note = "the old address is not on this audience in the store";
             return Ok(Applied {
                 outcome: Outcome::Unchanged,
@@ -637,27 +684,29 @@ impl Ctx<'_> {
         to: EmailIdentity,
         to_raw: &str,
     ) -> StoreResult<ContactRow> {
-        let existing = contacts::find_by_email(self.conn, &to.normalized)?;
-        let only_one = subscriptions::count_for_contact(self.conn, from.id)? == 1;
+        let existing = self.known.contact(self.conn, &to.normalized)?;
+        let only_one = self.known.subscription_count(self.conn, from.id)? == 1;
         let state = MemberState {
             last_changed: self.fired_at,
             ..held.state()
         };
-        subscriptions::put_tombstone(self.conn, list.id, &from.email_normalized, self.fired_at)?;
-        subscriptions::clear_tombstone(self.conn, list.id, &to.normalized)?;
+        self.known
+            .put_tombstone(self.conn, list.id, &from.email_normalized, self.fired_at)?;
+        self.known
+            .clear_tombstone(self.conn, list.id, &to.normalized)?;
         if existing.is_none() && only_one {
             let now = self.now;
-            contacts::set_email(
+            self.known.set_email(
                 self.conn,
-                from.id,
+                from,
                 to_raw,
                 &to.normalized,
                 &to.subscriber_hash,
                 now,
             )?;
-            subscriptions::set_hash(self.conn, held.id, &to.subscriber_hash)?;
-            subscriptions::set_state(self.conn, held.id, &state, now)?;
-            let moved = contacts::get(self.conn, from.id)?;
+            self.known.set_hash(self.conn, held, &to.subscriber_hash)?;
+            self.known.set_state(self.conn, held, &state, now)?;
+            let moved = self.known.contact_by_id(self.conn, from.id)?;
             self.record(&moved, Some(list), "email_changed", Some(&state));
             return Ok(moved);
         }
@@ -666,8 +715,8 @@ impl Ctx<'_> {
             None => self.copy_contact(from, &to, to_raw)?,
         };
         let state = self.merge_subscription(&target, list, held, &state)?;
-        if subscriptions::count_for_contact(self.conn, from.id)? == 0 {
-            contacts::delete(self.conn, from.id)?;
+        if self.known.subscription_count(self.conn, from.id)? == 0 {
+            self.known.delete_contact(self.conn, from)?;
             self.record(from, Some(list), "contact_removed", None);
         } else {
             self.record(from, Some(list), "subscription_removed", None);
@@ -685,18 +734,19 @@ impl Ctx<'_> {
         held: &SubscriptionRow,
         state: &MemberState,
     ) -> StoreResult<MemberState> {
-        match subscriptions::find(self.conn, target.id, list.id)? {
+        match self.known.subscription(self.conn, target.id, list.id)? {
             Some(theirs) => {
-                subscriptions::delete(self.conn, held.id)?;
+                self.known.delete_subscription(self.conn, held)?;
                 if theirs.last_changed > state.last_changed {
                     return Ok(theirs.state());
                 }
-                subscriptions::set_state(self.conn, theirs.id, state, self.now)?;
+                self.known.set_state(self.conn, &theirs, state, self.now)?;
             }
             None => {
                 let hash = &target.subscriber_hash;
-                subscriptions::reassign(self.conn, held.id, target.id, hash, self.now)?;
-                subscriptions::set_state(self.conn, held.id, state, self.now)?;
+                self.known
+                    .reassign(self.conn, held, target.id, hash, self.now)?;
+                self.known.set_state(self.conn, held, state, self.now)?;
             }
         }
         Ok(state.clone())
@@ -722,7 +772,7 @@ impl Ctx<'_> {
             create_date: self.now,
             write_date: self.now,
         };
-        contacts::insert(self.conn, &new)
+        self.known.insert_contact(self.conn, &new)
     }
 
     /// `cleaned`: the address bounced hard or complained; it is blacklisted everywhere and
@@ -762,29 +812,31 @@ impl Ctx<'_> {
             return Ok(applied);
         }
         let reason = format!("cleaned by Mailchimp ({reason})");
-        let listed = blacklist::add(self.conn, &email.normalized, &reason, self.now)?;
+        let listed =
+            self.known
+                .add_to_blacklist(self.conn, &email.normalized, &reason, self.now)?;
         if !listed || applied.outcome == Outcome::Applied {
             return Ok(applied);
         }
-        if let Some(contact) = contacts::find_by_email(self.conn, &email.normalized)? {
+        if let Some(contact) = self.known.contact(self.conn, &email.normalized)? {
             self.record(&contact, Some(list), "blacklisted", None);
         }
         Ok(Outcome::Applied.into())
     }
 
     fn mark_seen(&mut self, list: &ListRow, email: &EmailIdentity, run_id: i64) -> StoreResult<()> {
-        let Some(contact) = contacts::find_by_email(self.conn, &email.normalized)? else {
+        let Some(contact) = self.known.contact(self.conn, &email.normalized)? else {
             return Ok(());
         };
-        if let Some(held) = subscriptions::find(self.conn, contact.id, list.id)? {
-            subscriptions::mark_seen(self.conn, held.id, run_id)?;
+        if let Some(held) = self.known.subscription(self.conn, contact.id, list.id)? {
+            self.known.mark_seen(&held, run_id);
         }
         Ok(())
     }
 
     fn commit_changes(&mut self, outcome: Outcome) -> StoreResult<()> {
         if outcome == Outcome::Applied {
-            changes::insert_all(self.conn, &self.changes)?;
+            self.known.record_changes(self.conn, &self.changes)?;
         }
         Ok(())
     }

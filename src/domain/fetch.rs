@@ -18,8 +18,10 @@ use std::time::Instant;
 
 use chrono::{Duration, NaiveDateTime};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
-use crate::domain::apply::{self, Outcome};
+use crate::domain::apply;
 use crate::error::{AppError, AppResult, Kind};
 use crate::mailchimp::types::ApiMember;
 use crate::mailchimp::{self, ApiError, Client, Limits, MembersQuery};
@@ -366,14 +368,35 @@ impl Fetcher {
                 status: status.map(str::to_owned),
                 since_last_changed: since,
             };
-            loop {
+            let mut next = Some(spawn_page(client, list, &query));
+            while let Some(pending) = next.take() {
                 if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    pending.abort();
                     return Err(RunError::Interrupted);
                 }
-                let members = client.members(&list.mailchimp_list_id, &query).await?;
+                let members = match pending.await {
+                    Ok(members) => members?,
+                    Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                    Err(_) => return Err(RunError::Interrupted),
+                };
                 let count = members.len();
                 newest = newest.max(members.iter().filter_map(|m| m.last_changed).max());
-                let written = self.write_page(run.id, list, members, full).await?;
+                // The next page is asked for while this one is written: two pages at most
+                // are held, whatever the audience's size.
+                let mut following = query.clone();
+                following.offset += count as u64;
+                if count >= client.page_size() as usize {
+                    next = Some(spawn_page(client, list, &following));
+                }
+                let written = match self.write_page(run.id, list, members, full).await {
+                    Ok(written) => written,
+                    Err(error) => {
+                        if let Some(next) = next {
+                            next.abort();
+                        }
+                        return Err(error);
+                    }
+                };
                 progress.pages += 1;
                 progress.members_seen += count as i64;
                 progress.members_written += written;
@@ -385,10 +408,7 @@ impl Fetcher {
                     written,
                     "fetch page written"
                 );
-                query.offset += count as u64;
-                if count < client.page_size() as usize {
-                    break;
-                }
+                query = following;
             }
         }
         self.finish_success(run, list, newest, full).await
@@ -408,11 +428,7 @@ impl Fetcher {
             .store
             .write(move |conn| {
                 let now = crate::now();
-                let mut written = 0;
-                for member in &members {
-                    let outcome = apply::apply_fetched(conn, &list, member, seen_by, now)?;
-                    written += i64::from(outcome == Outcome::Applied);
-                }
+                let written = apply::apply_fetched_page(conn, &list, &members, seen_by, now)?;
                 fetch_runs::record_page(conn, run_id, members.len() as i64, written, now)?;
                 Ok(written)
             })
@@ -476,6 +492,19 @@ impl Fetcher {
     pub fn store(&self) -> &Store {
         &self.store
     }
+}
+
+/// Asks for one page of members in a task of its own, so that it arrives while the caller
+/// writes the page before.
+fn spawn_page(
+    client: &Client,
+    list: &ListRow,
+    query: &MembersQuery,
+) -> JoinHandle<Result<Vec<ApiMember>, ApiError>> {
+    let (client, query) = (client.clone(), query.clone());
+    let list_id = list.mailchimp_list_id.clone();
+    let page = async move { client.members(&list_id, &query).await };
+    tokio::spawn(page.instrument(tracing::Span::current()))
 }
 
 /// A target per account in the store.

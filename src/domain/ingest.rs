@@ -2,9 +2,13 @@
 //! order inside one write transaction, and answers each once that transaction committed.
 //!
 //! Committing many events at once is what makes a burst cheap (one disk sync for the whole
-//! batch), and one writer per process keeps events for the same contact in order. Each
-//! event runs in its own savepoint, so an event that cannot be applied is stored as
-//! `failed` without disturbing its neighbours.
+//! batch), and one writer per process keeps events for the same contact in order. The
+//! handlers have already read each body ([`Delivery::read`]), so the writer only applies:
+//! it looks up the rows the whole batch touches in a few queries ([`Known`]), applies the
+//! events in arrival order, and inserts their `webhook_event` rows and change-feed entries
+//! in a few multi-row statements. Should anything in that fail, the transaction is rolled
+//! back and the batch written again with each event in its own savepoint, so an event that
+//! cannot be applied is stored as `failed` without disturbing its neighbours.
 
 use std::sync::Arc;
 
@@ -15,20 +19,143 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::domain::apply::{self, Applied, Outcome};
 use crate::error::{AppError, AppResult, Kind};
 use crate::store::events::NewEvent;
+use crate::store::known::Known;
 use crate::store::{DbConnection, Store, StoreError, StoreResult, changes, events};
-use crate::webhook::event::{self, Envelope, RawEvent, Rejection};
+use crate::webhook::event::{self, Envelope, Event, RawEvent, Rejection};
 
 /// The most events one transaction takes.
 const MAX_BATCH: usize = 512;
 
-/// One webhook request, checked and parsed, waiting to be stored.
+/// One webhook request, read by its handler, waiting to be stored. Reading (decoding,
+/// checking the envelope, interpreting the event) happens on the handler's thread, so that
+/// the single writer only applies and stores.
 pub struct Delivery {
     pub account_id: i64,
-    pub webhook_active: bool,
-    /// Why the request is refused before it is read (a bad signature), if it is.
-    pub refusal: Option<String>,
     pub body: Bytes,
     pub received: NaiveDateTime,
+    /// The envelope's type, audience and time, when the body has them.
+    header: Option<Header>,
+    plan: Plan,
+}
+
+struct Header {
+    event_type: String,
+    list_id: Option<String>,
+    fired_at: NaiveDateTime,
+}
+
+/// What the writer has to do with a delivery.
+enum Plan {
+    /// Its outcome is known without the store: rejected, ignored, or failed before applying.
+    Settled {
+        applied: Applied,
+        /// For a rejected body, the one-line reason to answer with.
+        reason: Option<String>,
+    },
+    /// An event to apply.
+    Apply {
+        event: Box<Event>,
+        fired_at: NaiveDateTime,
+    },
+}
+
+impl Delivery {
+    /// Reads a request of the account. `refusal` is why it is refused before it is read (a
+    /// bad signature), if it is; its body is still kept.
+    pub fn read(
+        account_id: i64,
+        webhook_active: bool,
+        refusal: Option<String>,
+        body: Bytes,
+        received: NaiveDateTime,
+    ) -> Delivery {
+        let parsed = event::parse(&body);
+        let header = match &parsed {
+            Ok(Envelope::Event(raw)) => Some(Header {
+                event_type: raw.event_type.clone(),
+                list_id: raw.list_id.clone(),
+                fired_at: raw.fired_at,
+            }),
+            _ => None,
+        };
+        let plan = plan(webhook_active, refusal, parsed, received);
+        Delivery {
+            account_id,
+            body,
+            received,
+            header,
+            plan,
+        }
+    }
+
+    /// The row that stores the delivery with its outcome.
+    fn row<'a>(&'a self, applied: &'a Applied) -> NewEvent<'a> {
+        NewEvent {
+            account_id: self.account_id,
+            mailchimp_list_id: self.header.as_ref().and_then(|h| h.list_id.as_deref()),
+            event_type: self.header.as_ref().map(|h| h.event_type.as_str()),
+            fired_at: self.header.as_ref().map(|h| h.fired_at),
+            raw_body: &self.body,
+            outcome: applied.outcome.as_str(),
+            error: applied.note.as_deref(),
+            received_date: self.received,
+        }
+    }
+
+    fn receipt(&self, applied: &Applied) -> Receipt {
+        let reason = match &self.plan {
+            Plan::Settled { reason, .. } => reason.clone(),
+            Plan::Apply { .. } => None,
+        };
+        Receipt {
+            outcome: applied.outcome,
+            reason,
+            event_type: self.header.as_ref().map(|h| h.event_type.clone()),
+        }
+    }
+}
+
+/// Decides what can be decided without the store.
+fn plan(
+    webhook_active: bool,
+    refusal: Option<String>,
+    parsed: Result<Envelope, Rejection>,
+    received: NaiveDateTime,
+) -> Plan {
+    let settled = |outcome, note: &str, reason: Option<String>| Plan::Settled {
+        applied: Applied {
+            outcome,
+            note: Some(note.to_owned()),
+        },
+        reason,
+    };
+    if let Some(refusal) = refusal {
+        return settled(Outcome::Rejected, &refusal, Some(refusal.clone()));
+    }
+    let raw = match parsed {
+        Err(rejection) => {
+            let reason = rejection.to_string();
+            return settled(Outcome::Rejected, &reason, Some(reason.clone()));
+        }
+        Ok(Envelope::UrlCheck) => {
+            let note = "no event type: taken as Mailchimp's URL check";
+            return settled(Outcome::Ignored, note, None);
+        }
+        Ok(Envelope::Event(raw)) => raw,
+    };
+    if !webhook_active {
+        return settled(Outcome::Ignored, "the account's webhook is inactive", None);
+    }
+    match prepare(&raw, received) {
+        Ok(event) => Plan::Apply {
+            event: Box::new(event),
+            fired_at: raw.fired_at,
+        },
+        Err(applied) => Plan::Settled {
+            applied,
+            reason: None,
+        },
+    }
 }
 
 /// What the writer did with a delivery.
@@ -88,33 +215,133 @@ fn write_loop(store: &Store, feed: &watch::Sender<i64>, mut queue: mpsc::Receive
             }
         }
         let result = write_batch(store, &batch);
-        answer(batch, result, store, feed);
+        answer(batch, result, feed);
     }
 }
 
-fn write_batch(store: &Store, batch: &[Job]) -> StoreResult<Vec<Receipt>> {
-    store.write_blocking(|conn| {
-        batch
-            .iter()
-            .map(|job| store_isolated(conn, &job.delivery))
-            .collect()
+/// What a committed batch did.
+struct Written {
+    receipts: Vec<Receipt>,
+    /// The change feed's last sequence, when the batch added to it.
+    last_sequence: Option<i64>,
+}
+
+/// Writes the batch together; if any event of it cannot be written that way, writes it
+/// again event by event, each isolated from the others.
+fn write_batch(store: &Store, batch: &[Job]) -> StoreResult<Written> {
+    match store.write_blocking(|conn| write_together(conn, batch)) {
+        Err(StoreError::Unavailable(error)) => Err(StoreError::Unavailable(error)),
+        Err(error) => {
+            tracing::debug!(error = %error, events = batch.len(), "webhook batch written event by event");
+            store.write_blocking(|conn| write_isolated(conn, batch))
+        }
+        written => written,
+    }
+}
+
+/// Applies the batch with the rows it touches looked up once, and stores its events and
+/// change-feed entries in a few statements. Any error fails the whole batch.
+fn write_together(conn: &mut DbConnection, batch: &[Job]) -> StoreResult<Written> {
+    let mut known = known_for(conn, batch)?;
+    known.defer_writes();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        let delivery = &job.delivery;
+        let applied = match &delivery.plan {
+            Plan::Settled { applied, .. } => applied.clone(),
+            Plan::Apply { event, fired_at } => apply::apply(
+                conn,
+                &mut known,
+                delivery.account_id,
+                *fired_at,
+                event,
+                delivery.received,
+            )?,
+        };
+        outcomes.push(applied);
+    }
+    let rows: Vec<NewEvent<'_>> = batch
+        .iter()
+        .zip(&outcomes)
+        .map(|(job, applied)| job.delivery.row(applied))
+        .collect();
+    events::insert_many(conn, &rows)?;
+    let last_sequence = known.flush(conn)?;
+    let receipts = batch
+        .iter()
+        .zip(&outcomes)
+        .map(|(job, applied)| job.delivery.receipt(applied))
+        .collect();
+    Ok(Written {
+        receipts,
+        last_sequence,
     })
 }
 
-fn answer(
-    batch: Vec<Job>,
-    result: StoreResult<Vec<Receipt>>,
-    store: &Store,
-    feed: &watch::Sender<i64>,
-) {
+/// The audiences and contacts the batch's events name, looked up in a few queries.
+fn known_for(conn: &mut DbConnection, batch: &[Job]) -> StoreResult<Known> {
+    let mut audiences = Vec::new();
+    let mut emails = Vec::new();
+    for job in batch {
+        let Plan::Apply { event, .. } = &job.delivery.plan else {
+            continue;
+        };
+        let Some((list_id, addresses)) = names(event) else {
+            continue;
+        };
+        audiences.push((job.delivery.account_id, list_id));
+        emails.extend(addresses.into_iter().flatten());
+    }
+    Known::load(conn, &audiences, &emails)
+}
+
+/// The audience and the normalized addresses an event is about.
+fn names(event: &Event) -> Option<(&str, [Option<&str>; 2])> {
+    match event {
+        Event::Subscribe(member) | Event::Profile(member) | Event::Unsubscribe { member, .. } => {
+            Some((&member.list_id, [Some(&member.email.normalized), None]))
+        }
+        Event::EmailChanged {
+            list_id,
+            old_email,
+            new_email,
+            ..
+        } => Some((
+            list_id,
+            [Some(&old_email.normalized), Some(&new_email.normalized)],
+        )),
+        Event::Cleaned { list_id, email, .. } => Some((list_id, [Some(&email.normalized), None])),
+        Event::Campaign { .. } | Event::Unknown { .. } => None,
+    }
+}
+
+/// Writes each delivery in a savepoint of its own, as [`store_isolated`] describes.
+fn write_isolated(conn: &mut DbConnection, batch: &[Job]) -> StoreResult<Written> {
+    let mut known = Known::new();
+    let receipts = batch
+        .iter()
+        .map(|job| store_isolated(conn, &mut known, &job.delivery))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let changed = receipts.iter().any(|r| r.outcome == Outcome::Applied);
+    let last_sequence = match changed {
+        true => Some(changes::last_sequence(conn)?),
+        false => None,
+    };
+    Ok(Written {
+        receipts,
+        last_sequence,
+    })
+}
+
+fn answer(batch: Vec<Job>, result: StoreResult<Written>, feed: &watch::Sender<i64>) {
     match result {
-        Ok(receipts) => {
-            let changed = receipts.iter().any(|r| r.outcome == Outcome::Applied);
-            for (job, receipt) in batch.into_iter().zip(receipts) {
+        Ok(written) => {
+            for (job, receipt) in batch.into_iter().zip(written.receipts) {
                 let _ = job.reply.send(Ok(receipt));
             }
-            if changed {
-                publish_sequence(store, feed);
+            // Tells change watchers how far the feed now goes.
+            if let Some(last) = written.last_sequence {
+                feed.send_if_modified(|held| std::mem::replace(held, last) != last);
             }
         }
         Err(error) => {
@@ -128,24 +355,34 @@ fn answer(
     }
 }
 
-/// Tells change watchers how far the feed now goes.
-fn publish_sequence(store: &Store, feed: &watch::Sender<i64>) {
-    let last = store
-        .connection()
-        .and_then(|mut conn| changes::last_sequence(&mut conn));
-    if let Ok(last) = last {
-        feed.send_if_modified(|held| std::mem::replace(held, last) != last);
-    }
-}
-
 /// Stores one delivery in a savepoint of its own: whatever goes wrong with it, short of
 /// the database going away, leaves its neighbours in the batch untouched, and the raw body
 /// is still kept, as `failed`.
-fn store_isolated(conn: &mut DbConnection, delivery: &Delivery) -> StoreResult<Receipt> {
-    match diesel::Connection::transaction(conn, |conn| store_delivery(conn, delivery)) {
+fn store_isolated(
+    conn: &mut DbConnection,
+    known: &mut Known,
+    delivery: &Delivery,
+) -> StoreResult<Receipt> {
+    let stored = diesel::Connection::transaction(conn, |conn| {
+        let applied = match &delivery.plan {
+            Plan::Settled { applied, .. } => applied.clone(),
+            Plan::Apply { event, fired_at } => apply_isolated(
+                conn,
+                known,
+                delivery.account_id,
+                *fired_at,
+                event,
+                delivery.received,
+            )?,
+        };
+        events::insert(conn, &delivery.row(&applied))?;
+        Ok(delivery.receipt(&applied))
+    });
+    match stored {
         Ok(receipt) => Ok(receipt),
         Err(error @ StoreError::Unavailable(_)) => Err(error),
         Err(error) => {
+            known.forget_all();
             tracing::error!(account_id = delivery.account_id, error = %error, "webhook event stored raw only");
             let note = "could not be stored as received; only the raw body was kept";
             let new = NewEvent {
@@ -168,83 +405,6 @@ fn store_isolated(conn: &mut DbConnection, delivery: &Delivery) -> StoreResult<R
     }
 }
 
-/// Decides the outcome of one delivery and stores it with its raw body, all inside the
-/// batch's transaction.
-fn store_delivery(conn: &mut DbConnection, delivery: &Delivery) -> StoreResult<Receipt> {
-    let parsed = event::parse(&delivery.body);
-    let raw = match &parsed {
-        Ok(Envelope::Event(raw)) => Some(raw),
-        _ => None,
-    };
-    let (applied, reason) = decide(conn, delivery, &parsed)?;
-    let new = NewEvent {
-        account_id: delivery.account_id,
-        mailchimp_list_id: raw.and_then(|raw| raw.list_id.as_deref()),
-        event_type: raw.map(|raw| raw.event_type.as_str()),
-        fired_at: raw.map(|raw| raw.fired_at),
-        raw_body: &delivery.body,
-        outcome: applied.outcome.as_str(),
-        error: applied.note.as_deref(),
-        received_date: delivery.received,
-    };
-    events::insert(conn, &new)?;
-    let event_type = raw.map(|raw| raw.event_type.clone());
-    Ok(Receipt {
-        outcome: applied.outcome,
-        reason,
-        event_type,
-    })
-}
-
-fn decide(
-    conn: &mut DbConnection,
-    delivery: &Delivery,
-    parsed: &Result<Envelope, Rejection>,
-) -> StoreResult<(Applied, Option<String>)> {
-    if let Some(refusal) = &delivery.refusal {
-        let applied = Applied {
-            outcome: Outcome::Rejected,
-            note: Some(refusal.clone()),
-        };
-        return Ok((applied, Some(refusal.clone())));
-    }
-    let raw = match parsed {
-        Err(rejection) => {
-            let reason = rejection.to_string();
-            let applied = Applied {
-                outcome: Outcome::Rejected,
-                note: Some(reason.clone()),
-            };
-            return Ok((applied, Some(reason)));
-        }
-        Ok(Envelope::UrlCheck) => {
-            let note = "no event type: taken as Mailchimp's URL check";
-            return Ok((
-                Applied {
-                    outcome: Outcome::Ignored,
-                    note: Some(note.into()),
-                },
-                None,
-            ));
-        }
-        Ok(Envelope::Event(raw)) => raw,
-    };
-    if !delivery.webhook_active {
-        let note = "the account's webhook is inactive";
-        return Ok((
-            Applied {
-                outcome: Outcome::Ignored,
-                note: Some(note.into()),
-            },
-            None,
-        ));
-    }
-    Ok((
-        apply_raw(conn, delivery.account_id, raw, delivery.received)?,
-        None,
-    ))
-}
-
 /// An event time no real delivery has. A future one would otherwise win over every later
 /// change of the member, so that an unsubscribe could never apply again.
 fn implausible_time(fired_at: NaiveDateTime, received: NaiveDateTime) -> Option<&'static str> {
@@ -257,6 +417,18 @@ fn implausible_time(fired_at: NaiveDateTime, received: NaiveDateTime) -> Option<
     None
 }
 
+/// The event to apply, or, for one that cannot be applied, its `failed` outcome and why.
+fn prepare(raw: &RawEvent, now: NaiveDateTime) -> Result<Event, Applied> {
+    let failed = |note: String| Applied {
+        outcome: Outcome::Failed,
+        note: Some(note),
+    };
+    if let Some(problem) = implausible_time(raw.fired_at, now) {
+        return Err(failed(problem.to_owned()));
+    }
+    event::interpret(raw).map_err(|error| failed(error.to_string()))
+}
+
 /// Interprets and applies a parsed event in a savepoint. An event that cannot be applied is
 /// `failed` with the reason; only an unreachable database aborts the batch.
 pub fn apply_raw(
@@ -265,28 +437,37 @@ pub fn apply_raw(
     raw: &RawEvent,
     now: NaiveDateTime,
 ) -> StoreResult<Applied> {
-    if let Some(problem) = implausible_time(raw.fired_at, now) {
-        return Ok(Applied {
-            outcome: Outcome::Failed,
-            note: Some(problem.to_owned()),
-        });
+    match prepare(raw, now) {
+        Ok(event) => apply_isolated(
+            conn,
+            &mut Known::new(),
+            account_id,
+            raw.fired_at,
+            &event,
+            now,
+        ),
+        Err(applied) => Ok(applied),
     }
-    let event = match event::interpret(raw) {
-        Ok(event) => event,
-        Err(error) => {
-            return Ok(Applied {
-                outcome: Outcome::Failed,
-                note: Some(error.to_string()),
-            });
-        }
-    };
+}
+
+/// Applies the event in a savepoint; an error other than an unreachable database rolls it
+/// back and makes it `failed`.
+fn apply_isolated(
+    conn: &mut DbConnection,
+    known: &mut Known,
+    account_id: i64,
+    fired_at: NaiveDateTime,
+    event: &Event,
+    now: NaiveDateTime,
+) -> StoreResult<Applied> {
     let result = diesel::Connection::transaction(conn, |conn| {
-        apply::apply(conn, account_id, raw.fired_at, &event, now)
+        apply::apply(conn, known, account_id, fired_at, event, now)
     });
     match result {
         Ok(applied) => Ok(applied),
         Err(error @ StoreError::Unavailable(_)) => Err(error),
         Err(error) => {
+            known.forget_all();
             tracing::error!(error = %error, "webhook event could not be applied");
             let note = format!("could not be applied: {error}");
             Ok(Applied {
@@ -300,6 +481,182 @@ pub fn apply_raw(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::accounts::{self, NewAccount};
+    use crate::store::{blacklist, contacts, lists, subscriptions};
+
+    fn fresh_store() -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let url = format!("sqlite://{}", dir.path().join("batch.db").display());
+        let store = Store::open(&url, 2).expect("the store opens");
+        store.migrate().expect("migrated");
+        let now = at("2026-03-02 10:00:00");
+        let new = NewAccount {
+            name: "Batch",
+            api_key: "0123456789abcdef0123456789abcdef-us6",
+            data_center: "us6",
+            api_base_url: None,
+            create_date: now,
+            write_date: now,
+        };
+        let mut conn = store.connection().expect("a connection");
+        let account = accounts::insert(&mut conn, &new).expect("an account");
+        drop(conn);
+        (dir, store, account.id)
+    }
+
+    fn body(pairs: &[(&str, &str)]) -> Bytes {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.extend_pairs(pairs);
+        Bytes::from(form.finish())
+    }
+
+    fn member(kind: &str, list: &str, email: &str, fired_at: &str, id: &str) -> Bytes {
+        body(&[
+            ("type", kind),
+            ("fired_at", fired_at),
+            ("data[id]", id),
+            ("data[list_id]", list),
+            ("data[email]", email),
+            ("data[merges][FNAME]", "Robin"),
+            ("data[merges][LNAME]", fired_at),
+        ])
+    }
+
+    /// One batch touching the same people many times over: new and known contacts, a
+    /// delete and a return, an address change, a move found by member id, a clean, and
+    /// deliveries settled without the store.
+    fn burst() -> Vec<Bytes> {
+        let (l1, l2) = ("aa11bb22cc", "dd33ee44ff");
+        let subscribe_d = |at| member("subscribe", l2, "d@example.org", at, "idd");
+        vec![
+            member(
+                "subscribe",
+                l1,
+                "a@example.org",
+                "2026-03-02 09:00:01",
+                "ida",
+            ),
+            member(
+                "subscribe",
+                l1,
+                "b@example.org",
+                "2026-03-02 09:00:02",
+                "idb",
+            ),
+            member("profile", l1, "A@example.org", "2026-03-02 09:00:03", "ida"),
+            body(&[
+                ("type", "upemail"),
+                ("fired_at", "2026-03-02 09:00:04"),
+                ("data[list_id]", l1),
+                ("data[old_email]", "b@example.org"),
+                ("data[new_email]", "c@example.org"),
+            ]),
+            subscribe_d("2026-03-02 09:00:05"),
+            body(&[
+                ("type", "unsubscribe"),
+                ("fired_at", "2026-03-02 09:00:06"),
+                ("data[action]", "delete"),
+                ("data[list_id]", l2),
+                ("data[email]", "d@example.org"),
+            ]),
+            subscribe_d("2026-03-02 09:00:05"),
+            subscribe_d("2026-03-02 09:00:07"),
+            body(&[
+                ("type", "cleaned"),
+                ("fired_at", "2026-03-02 09:00:08"),
+                ("data[list_id]", l1),
+                ("data[reason]", "hard"),
+                ("data[email]", "a@example.org"),
+            ]),
+            member(
+                "subscribe",
+                l2,
+                "a@example.org",
+                "2026-03-02 09:00:09",
+                "ida2",
+            ),
+            member("profile", l1, "f@example.org", "2026-03-02 09:00:10", "idb"),
+            member(
+                "unsubscribe",
+                l1,
+                "f@example.org",
+                "2026-03-02 09:00:11",
+                "idb",
+            ),
+            member(
+                "subscribe",
+                l1,
+                "e@example.org",
+                "9999-01-01 00:00:00",
+                "ide",
+            ),
+            body(&[("data[list_id]", l1)]),
+            b"type=subscribe&fired_at=nonsense".as_slice().into(),
+        ]
+    }
+
+    fn jobs(account_id: i64, bodies: Vec<Bytes>) -> Vec<Job> {
+        let received = at("2026-03-02 10:00:00");
+        bodies
+            .into_iter()
+            .map(|body| Job {
+                delivery: Delivery::read(account_id, true, None, body, received),
+                reply: oneshot::channel().0,
+            })
+            .collect()
+    }
+
+    /// Everything the batch can have written, in a comparable form.
+    fn dump(store: &Store, account_id: i64) -> Vec<String> {
+        let mut conn = store.connection().expect("a connection");
+        let conn = &mut *conn;
+        let filter = contacts::ContactFilter::default();
+        let contacts = contacts::page(conn, &filter, 0, 1000).expect("contacts");
+        let ids: Vec<i64> = contacts.iter().map(|c| c.id).collect();
+        let mut rows: Vec<String> = contacts.iter().map(|c| format!("{c:?}")).collect();
+        let subs = subscriptions::of_contacts(conn, &ids).expect("subscriptions");
+        rows.extend(subs.iter().map(|s| format!("{s:?}")));
+        let lists = lists::for_account(conn, account_id).expect("lists");
+        let list_ids: Vec<i64> = lists.iter().map(|l| l.id).collect();
+        let emails = ["a", "b", "c", "d", "e", "f"].map(|p| format!("{p}@example.org"));
+        let emails: Vec<&str> = emails.iter().map(String::as_str).collect();
+        let tombstones = subscriptions::tombstones_among(conn, &list_ids, &emails);
+        rows.push(format!("{:?}", tombstones.expect("tombstones")));
+        let changes = changes::after(conn, 0, 1000).expect("changes");
+        rows.extend(changes.iter().map(|c| format!("{c:?}")));
+        let filter = events::EventFilter::default();
+        let stored = events::page(conn, &filter, 0, 1000).expect("events");
+        rows.extend(stored.iter().map(|e| format!("{e:?}")));
+        let listed = blacklist::page(conn, 0, 1000, true).expect("blacklist");
+        rows.extend(listed.iter().map(|b| format!("{b:?}")));
+        rows
+    }
+
+    #[test]
+    fn a_batch_written_together_stores_what_event_by_event_stores() {
+        let (_dir, together, account_id) = fresh_store();
+        let batch = jobs(account_id, burst());
+        let written = together
+            .write_blocking(|conn| write_together(conn, &batch))
+            .expect("the batch is written together, without falling back");
+        let (_dir2, isolated, account_id2) = fresh_store();
+        let batch2 = jobs(account_id2, burst());
+        let expected = isolated
+            .write_blocking(|conn| write_isolated(conn, &batch2))
+            .expect("the batch is written event by event");
+
+        assert_eq!(written.receipts, expected.receipts);
+        assert_eq!(written.last_sequence, expected.last_sequence);
+        let outcomes: Vec<Outcome> = written.receipts.iter().map(|r| r.outcome).collect();
+        assert!(outcomes.contains(&Outcome::Stale), "{outcomes:?}");
+        assert!(outcomes.contains(&Outcome::Failed), "{outcomes:?}");
+        let (got, want) = (dump(&together, account_id), dump(&isolated, account_id2));
+        assert!(got.len() > 20, "{got:#?}");
+        for (got, want) in got.iter().zip(&want) {
+            assert_eq!(got, want);
+        }
+        assert_eq!(got.len(), want.len());
+    }
 
     fn at(text: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").unwrap()

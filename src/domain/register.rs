@@ -61,7 +61,7 @@ pub async fn register_webhook(
     let secret = webhook.signing_secret.clone();
     let secret_kept = secret.is_some();
     let account_id = account.id;
-    fetcher
+    let stored = fetcher
         .store()
         .write(move |conn| {
             let now = crate::now();
@@ -78,7 +78,9 @@ pub async fn register_webhook(
             }
             lists::set_webhook_registered(conn, audience_id, now)
         })
-        .await?;
+        .await;
+    fetcher.store().recent_tokens().forget_all();
+    stored?;
     Ok(Registered {
         audience_id,
         webhook,

@@ -1,5 +1,9 @@
 //! `mailchimp_account`: API credentials and the webhook token of each Mailchimp account.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -115,6 +119,55 @@ pub fn find_by_token_hash(
         .select(AccountRow::as_select())
         .get_result(conn)
         .optional()?)
+}
+
+/// Accounts recently found by webhook token hash, so that a burst of webhooks does not look
+/// its account up once per request. An entry is used for [`RecentTokens::FRESH_FOR`] at
+/// most: a token rotated, a secret set or an account deleted through another replica takes
+/// that long to be seen here. Changes made through this process call
+/// [`RecentTokens::forget_all`] once committed, and a lookup that raced with one is not
+/// remembered.
+#[derive(Default)]
+pub struct RecentTokens {
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    /// Moves on with every `forget_all`.
+    generation: u64,
+    rows: HashMap<String, (AccountRow, Instant)>,
+}
+
+impl RecentTokens {
+    pub const FRESH_FOR: Duration = Duration::from_secs(1);
+
+    /// The account remembered for the hash, or else the generation to remember a lookup under.
+    pub fn get(&self, token_hash: &str) -> Result<AccountRow, u64> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        match held.rows.get(token_hash) {
+            Some((row, at)) if at.elapsed() < Self::FRESH_FOR => Ok(row.clone()),
+            _ => Err(held.generation),
+        }
+    }
+
+    /// Remembers a lookup begun at `generation`, unless something was forgotten since.
+    pub fn put(&self, generation: u64, token_hash: String, row: AccountRow) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.generation != generation {
+            return;
+        }
+        let now = Instant::now();
+        held.rows
+            .retain(|_, (_, at)| now.duration_since(*at) < Self::FRESH_FOR);
+        held.rows.insert(token_hash, (row, now));
+    }
+
+    pub fn forget_all(&self) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.generation += 1;
+        held.rows.clear();
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::mail_blacklist as table;
-use super::{DbConnection, StoreResult};
+use super::{DbConnection, StoreResult, on_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = table)]
@@ -19,7 +19,7 @@ pub struct BlacklistRow {
 }
 
 #[derive(Debug, Insertable)]
-#[diesel(table_name = table)]
+#[diesel(table_name = table, treat_none_as_default_value = false)]
 struct NewEntry<'a> {
     email: &'a str,
     active: bool,
@@ -69,6 +69,48 @@ pub fn add(
             Ok(true)
         }
     }
+}
+
+/// The entries of these addresses, active or not.
+pub fn among(conn: &mut DbConnection, emails: &[&str]) -> StoreResult<Vec<BlacklistRow>> {
+    super::in_chunks(emails, |emails| {
+        Ok(table::table
+            .filter(table::email.eq_any(emails))
+            .select(BlacklistRow::as_select())
+            .load(conn)?)
+    })
+}
+
+/// Blacklists each (address, reason, time) in one statement, as [`add`] would one by one
+/// for addresses it finds missing or archived.
+pub fn add_many(
+    conn: &mut DbConnection,
+    entries: &[(&str, &str, NaiveDateTime)],
+) -> StoreResult<()> {
+    use diesel::upsert::excluded;
+    for chunk in entries.chunks(super::MAX_ROWS_PER_INSERT) {
+        let rows: Vec<NewEntry<'_>> = chunk
+            .iter()
+            .map(|&(email, reason, now)| NewEntry {
+                email,
+                active: true,
+                reason: Some(reason),
+                create_date: now,
+                write_date: now,
+            })
+            .collect();
+        on_backend!(&mut *conn, c => diesel::insert_into(table::table)
+            .values(&rows)
+            .on_conflict(table::email)
+            .do_update()
+            .set((
+                table::active.eq(excluded(table::active)),
+                table::reason.eq(excluded(table::reason)),
+                table::write_date.eq(excluded(table::write_date)),
+            ))
+            .execute(c))?;
+    }
+    Ok(())
 }
 
 /// Archives the entry; `None` when the address was never blacklisted.

@@ -6,7 +6,7 @@ use diesel::dsl::max;
 use diesel::prelude::*;
 
 use super::schema::sync_change as table;
-use super::{DbConnection, StoreResult};
+use super::{DbConnection, StoreResult, on_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = table)]
@@ -23,7 +23,7 @@ pub struct ChangeRow {
 }
 
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = table)]
+#[diesel(table_name = table, treat_none_as_default_value = false)]
 pub struct NewChange {
     pub contact_id: i64,
     pub email_normalized: String,
@@ -36,13 +36,21 @@ pub struct NewChange {
 }
 
 pub fn insert_all(conn: &mut DbConnection, changes: &[NewChange]) -> StoreResult<()> {
-    // One statement per row: MultiConnection cannot batch inserts on SQLite.
-    for change in changes {
-        diesel::insert_into(table::table)
-            .values(change)
-            .execute(conn)?;
+    insert_many(conn, changes).map(drop)
+}
+
+/// Inserts the changes in order, in as few statements as the backend allows; returns the
+/// sequence of the last one, if any.
+pub fn insert_many(conn: &mut DbConnection, changes: &[NewChange]) -> StoreResult<Option<i64>> {
+    let mut last = None;
+    for rows in changes.chunks(super::MAX_ROWS_PER_INSERT) {
+        let ids: Vec<i64> = on_backend!(&mut *conn, c => diesel::insert_into(table::table)
+            .values(rows)
+            .returning(table::id)
+            .get_results(c))?;
+        last = last.max(ids.into_iter().max());
     }
-    Ok(())
+    Ok(last)
 }
 
 /// Changes with a sequence above `after`, oldest first.

@@ -7,8 +7,8 @@ use diesel::prelude::*;
 use super::schema::{mailing_contact as table, mailing_subscription};
 use super::{DbConnection, StoreResult, on_backend};
 
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = table)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = table, treat_none_as_default_value = false)]
 pub struct ContactRow {
     pub id: i64,
     pub name: String,
@@ -56,7 +56,40 @@ pub struct Profile {
     pub last_changed: Option<NaiveDateTime>,
 }
 
+impl NewContact<'_> {
+    /// The row this contact becomes under `id`.
+    pub fn row(&self, id: i64) -> ContactRow {
+        ContactRow {
+            id,
+            name: self.name.to_owned(),
+            first_name: self.first_name.to_owned(),
+            last_name: self.last_name.to_owned(),
+            email: self.email.to_owned(),
+            email_normalized: self.email_normalized.to_owned(),
+            subscriber_hash: self.subscriber_hash.to_owned(),
+            merge_fields: self.merge_fields.to_owned(),
+            interests: self.interests.to_owned(),
+            tags: self.tags.to_owned(),
+            last_changed: self.last_changed,
+            create_date: self.create_date,
+            write_date: self.write_date,
+        }
+    }
+}
+
 impl ContactRow {
+    /// What [`set_profile`] does to the row.
+    pub fn set_profile(&mut self, profile: &Profile, now: NaiveDateTime) {
+        self.name.clone_from(&profile.name);
+        self.first_name.clone_from(&profile.first_name);
+        self.last_name.clone_from(&profile.last_name);
+        self.merge_fields.clone_from(&profile.merge_fields);
+        self.interests.clone_from(&profile.interests);
+        self.tags.clone_from(&profile.tags);
+        self.last_changed = profile.last_changed;
+        self.write_date = now;
+    }
+
     pub fn profile(&self) -> Profile {
         Profile {
             name: self.name.clone(),
@@ -78,6 +111,39 @@ pub fn insert(conn: &mut DbConnection, new: &NewContact<'_>) -> StoreResult<Cont
     Ok(row)
 }
 
+/// Writes the rows as given, inserting those whose id is new.
+pub fn upsert_many(conn: &mut DbConnection, rows: &[ContactRow]) -> StoreResult<()> {
+    use diesel::upsert::excluded;
+    for rows in rows.chunks(super::MAX_ROWS_PER_INSERT) {
+        on_backend!(&mut *conn, c => diesel::insert_into(table::table)
+            .values(rows)
+            .on_conflict(table::id)
+            .do_update()
+            .set((
+                table::name.eq(excluded(table::name)),
+                table::first_name.eq(excluded(table::first_name)),
+                table::last_name.eq(excluded(table::last_name)),
+                table::email.eq(excluded(table::email)),
+                table::email_normalized.eq(excluded(table::email_normalized)),
+                table::subscriber_hash.eq(excluded(table::subscriber_hash)),
+                table::merge_fields.eq(excluded(table::merge_fields)),
+                table::interests.eq(excluded(table::interests)),
+                table::tags.eq(excluded(table::tags)),
+                table::last_changed.eq(excluded(table::last_changed)),
+                table::write_date.eq(excluded(table::write_date)),
+            ))
+            .execute(c))?;
+    }
+    Ok(())
+}
+
+pub fn delete_many(conn: &mut DbConnection, ids: &[i64]) -> StoreResult<()> {
+    for ids in ids.chunks(super::MAX_IN_LIST) {
+        diesel::delete(table::table.filter(table::id.eq_any(ids))).execute(conn)?;
+    }
+    Ok(())
+}
+
 pub fn get(conn: &mut DbConnection, id: i64) -> StoreResult<ContactRow> {
     Ok(table::table
         .find(id)
@@ -94,6 +160,19 @@ pub fn find_by_email(
         .select(ContactRow::as_select())
         .get_result(conn)
         .optional()?)
+}
+
+/// The contacts holding these normalized addresses.
+pub fn by_emails(
+    conn: &mut DbConnection,
+    emails_normalized: &[&str],
+) -> StoreResult<Vec<ContactRow>> {
+    super::in_chunks(emails_normalized, |emails| {
+        Ok(table::table
+            .filter(table::email_normalized.eq_any(emails))
+            .select(ContactRow::as_select())
+            .load(conn)?)
+    })
 }
 
 pub fn set_profile(

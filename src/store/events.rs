@@ -4,9 +4,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::DbConnection;
-use super::StoreResult;
 use super::schema::webhook_event as table;
+use super::{DbConnection, StoreResult, on_backend};
 
 /// An event without its body, for listings.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -32,7 +31,7 @@ diesel::define_sql_function! {
 }
 
 #[derive(Debug, Insertable)]
-#[diesel(table_name = table)]
+#[diesel(table_name = table, treat_none_as_default_value = false)]
 pub struct NewEvent<'a> {
     pub account_id: i64,
     pub mailchimp_list_id: Option<&'a str>,
@@ -48,6 +47,14 @@ pub fn insert(conn: &mut DbConnection, new: &NewEvent<'_>) -> StoreResult<()> {
     diesel::insert_into(table::table)
         .values(new)
         .execute(conn)?;
+    Ok(())
+}
+
+/// Inserts the events in as few statements as the backend allows, in order.
+pub fn insert_many(conn: &mut DbConnection, new: &[NewEvent<'_>]) -> StoreResult<()> {
+    for rows in new.chunks(super::MAX_ROWS_PER_INSERT) {
+        on_backend!(&mut *conn, c => diesel::insert_into(table::table).values(rows).execute(c))?;
+    }
     Ok(())
 }
 

@@ -43,6 +43,24 @@ pub fn find(
         .optional()?)
 }
 
+/// The audiences of these accounts that have one of these Mailchimp ids.
+pub fn among(
+    conn: &mut DbConnection,
+    account_ids: &[i64],
+    mailchimp_list_ids: &[&str],
+) -> StoreResult<Vec<ListRow>> {
+    if account_ids.is_empty() || mailchimp_list_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    super::in_chunks(mailchimp_list_ids, |ids| {
+        Ok(table::table
+            .filter(table::account_id.eq_any(account_ids))
+            .filter(table::mailchimp_list_id.eq_any(ids))
+            .select(ListRow::as_select())
+            .load(conn)?)
+    })
+}
+
 /// The audience, created with an empty name when this is the first the store hears of it.
 pub fn get_or_create(
     conn: &mut DbConnection,

@@ -16,6 +16,7 @@ pub mod changes;
 pub mod contacts;
 pub mod events;
 pub mod fetch_runs;
+pub mod known;
 pub mod lists;
 pub mod schema;
 pub mod subscriptions;
@@ -27,11 +28,75 @@ use diesel::connection::SimpleConnection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::r2d2::{self, CustomizeConnection, ManageConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel::{Connection, OptionalExtension, PgConnection, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// The most values one `IN (...)` list binds; SQLite allows 32,766 parameters a statement.
+pub const MAX_IN_LIST: usize = 1000;
+
+/// Runs an `IN (...)` query once per [`MAX_IN_LIST`] values and gathers the rows.
+fn in_chunks<T, R>(
+    values: &[T],
+    mut query: impl FnMut(&[T]) -> StoreResult<Vec<R>>,
+) -> StoreResult<Vec<R>> {
+    let mut rows = Vec::new();
+    for chunk in values.chunks(MAX_IN_LIST) {
+        rows.extend(query(chunk)?);
+    }
+    Ok(rows)
+}
+
+/// Ids for new rows, taken before the rows are written.
+#[derive(Debug)]
+pub(crate) enum Reserved {
+    /// Every id from this one on (SQLite).
+    From(i64),
+    /// These ids (PostgreSQL).
+    These(Vec<i64>),
+}
+
+/// How many ids a PostgreSQL writer takes from a sequence at a time.
+const ID_BLOCK: i64 = 128;
+
+#[derive(diesel::QueryableByName)]
+struct Id {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+}
+
+/// Reserves ids for new rows of `table` (a table with an `id` from a sequence). Only
+/// writers call it, inside their write transaction. On SQLite that transaction holds the
+/// database's write lock, so every id above the table's `AUTOINCREMENT` sequence is the
+/// writer's until it commits; PostgreSQL hands a block out of the sequence itself (ids not
+/// used leave a gap, as a rolled-back insert would).
+pub(crate) fn reserve_ids(conn: &mut DbConnection, table: &'static str) -> StoreResult<Reserved> {
+    use diesel::sql_types::{BigInt, Text};
+    match conn {
+        DbConnection::Sqlite(c) => {
+            let seq = diesel::sql_query("SELECT seq AS id FROM sqlite_sequence WHERE name = ?")
+                .bind::<Text, _>(table)
+                .get_result::<Id>(c)
+                .optional()?;
+            Ok(Reserved::From(seq.map_or(0, |seq| seq.id) + 1))
+        }
+        DbConnection::Postgresql(c) => {
+            let ids = diesel::sql_query(
+                "SELECT nextval(pg_get_serial_sequence($1, 'id')) AS id \
+                 FROM generate_series(1, $2)",
+            )
+            .bind::<Text, _>(table)
+            .bind::<BigInt, _>(ID_BLOCK)
+            .load::<Id>(c)?;
+            Ok(Reserved::These(ids.into_iter().map(|id| id.id).collect()))
+        }
+    }
+}
+
+/// The most rows one multi-row `INSERT` carries, well inside both backends' parameter limits.
+pub const MAX_ROWS_PER_INSERT: usize = 500;
 
 /// A connection to whichever database the URL named.
 #[derive(diesel::MultiConnection)]
@@ -192,6 +257,7 @@ pub struct Store {
     /// thread is woken when the lock is free, where SQLite's busy handler would sleep and
     /// poll, and a waiting writer holds no pooled connection.
     writer: Arc<Mutex<()>>,
+    tokens: Arc<accounts::RecentTokens>,
 }
 
 impl Store {
@@ -208,6 +274,7 @@ impl Store {
             pool,
             backend,
             writer: Arc::default(),
+            tokens: Arc::default(),
         })
     }
 
@@ -218,6 +285,11 @@ impl Store {
     /// How many connections the pool holds and how many of them are idle.
     pub fn pool_state(&self) -> r2d2::State {
         self.pool.state()
+    }
+
+    /// Accounts recently found by webhook token, shared by every clone of this store.
+    pub fn recent_tokens(&self) -> &accounts::RecentTokens {
+        &self.tokens
     }
 
     /// A connection from the pool, blocking up to the pool's timeout.
@@ -322,12 +394,22 @@ where
 {
     // SQLite: IMMEDIATE takes the write lock up front, so the busy timeout applies, instead of
     // failing when a read transaction later tries to upgrade.
+    // PostgreSQL: writers take turns on a transaction-scoped advisory lock, taken in the
+    // same round trip as BEGIN.
     let begin = match conn {
         DbConnection::Sqlite(_) => "BEGIN IMMEDIATE",
-        DbConnection::Postgresql(_) => "BEGIN",
+        DbConnection::Postgresql(_) => "BEGIN; SELECT pg_advisory_xact_lock(7305001)",
     };
-    on_backend!(&mut *conn, c => AnsiTransactionManager::begin_transaction_sql(c, begin))?;
-    let result = serialize_writers(conn).and_then(|()| work(conn));
+    let began =
+        on_backend!(&mut *conn, c => AnsiTransactionManager::begin_transaction_sql(c, begin));
+    if let Err(error) = began {
+        // The lock may have failed after BEGIN: leave no transaction open on the connection.
+        if let DbConnection::Postgresql(c) = conn {
+            let _ = c.batch_execute("ROLLBACK");
+        }
+        return Err(error.into());
+    }
+    let result = work(conn);
     match result {
         Ok(value) => {
             on_backend!(&mut *conn, c => AnsiTransactionManager::commit_transaction(c))?;
@@ -339,11 +421,4 @@ where
             Err(error)
         }
     }
-}
-
-fn serialize_writers(conn: &mut DbConnection) -> StoreResult<()> {
-    if let DbConnection::Postgresql(c) = conn {
-        c.batch_execute("SELECT pg_advisory_xact_lock(7305001)")?;
-    }
-    Ok(())
 }

@@ -7,8 +7,8 @@ use diesel::prelude::*;
 use super::schema::{mailing_list, mailing_subscription as table, sync_tombstone};
 use super::{DbConnection, StoreResult, on_backend};
 
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = table)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = table, treat_none_as_default_value = false)]
 pub struct SubscriptionRow {
     pub id: i64,
     pub contact_id: i64,
@@ -37,6 +37,42 @@ pub struct MemberState {
 }
 
 impl SubscriptionRow {
+    /// The row [`insert`] would write, under `id`.
+    pub fn new(
+        id: i64,
+        contact_id: i64,
+        list_id: i64,
+        subscriber_hash: &str,
+        state: &MemberState,
+        now: NaiveDateTime,
+    ) -> SubscriptionRow {
+        SubscriptionRow {
+            id,
+            contact_id,
+            list_id,
+            status: state.status.clone(),
+            opt_out: state.opt_out,
+            opt_out_datetime: state.opt_out_datetime,
+            opt_out_reason: state.opt_out_reason.clone(),
+            unique_email_id: state.unique_email_id.clone(),
+            subscriber_hash: subscriber_hash.to_owned(),
+            last_changed: state.last_changed,
+            create_date: now,
+            write_date: now,
+        }
+    }
+
+    /// What [`set_state`] does to the row.
+    pub fn set_state(&mut self, state: &MemberState, now: NaiveDateTime) {
+        self.status.clone_from(&state.status);
+        self.opt_out = state.opt_out;
+        self.opt_out_datetime = state.opt_out_datetime;
+        self.opt_out_reason.clone_from(&state.opt_out_reason);
+        self.unique_email_id.clone_from(&state.unique_email_id);
+        self.last_changed = state.last_changed;
+        self.write_date = now;
+    }
+
     pub fn state(&self) -> MemberState {
         MemberState {
             status: self.status.clone(),
@@ -120,6 +156,38 @@ pub fn insert(
     Ok(row)
 }
 
+/// Writes the rows as given, inserting those whose id is new. The full fetch's mark is
+/// left as it is.
+pub fn upsert_many(conn: &mut DbConnection, rows: &[SubscriptionRow]) -> StoreResult<()> {
+    use diesel::upsert::excluded;
+    for rows in rows.chunks(super::MAX_ROWS_PER_INSERT) {
+        on_backend!(&mut *conn, c => diesel::insert_into(table::table)
+            .values(rows)
+            .on_conflict(table::id)
+            .do_update()
+            .set((
+                table::contact_id.eq(excluded(table::contact_id)),
+                table::status.eq(excluded(table::status)),
+                table::opt_out.eq(excluded(table::opt_out)),
+                table::opt_out_datetime.eq(excluded(table::opt_out_datetime)),
+                table::opt_out_reason.eq(excluded(table::opt_out_reason)),
+                table::unique_email_id.eq(excluded(table::unique_email_id)),
+                table::subscriber_hash.eq(excluded(table::subscriber_hash)),
+                table::last_changed.eq(excluded(table::last_changed)),
+                table::write_date.eq(excluded(table::write_date)),
+            ))
+            .execute(c))?;
+    }
+    Ok(())
+}
+
+pub fn delete_many(conn: &mut DbConnection, ids: &[i64]) -> StoreResult<()> {
+    for ids in ids.chunks(super::MAX_IN_LIST) {
+        diesel::delete(table::table.filter(table::id.eq_any(ids))).execute(conn)?;
+    }
+    Ok(())
+}
+
 pub fn set_state(
     conn: &mut DbConnection,
     id: i64,
@@ -162,11 +230,13 @@ pub fn delete(conn: &mut DbConnection, id: i64) -> StoreResult<()> {
     Ok(())
 }
 
-/// Notes that a full fetch saw the member.
-pub fn mark_seen(conn: &mut DbConnection, id: i64, run_id: i64) -> StoreResult<()> {
-    diesel::update(table::table.find(id))
-        .set(table::last_fetch_run_id.eq(run_id))
-        .execute(conn)?;
+/// Notes that a full fetch saw these subscriptions.
+pub fn mark_seen_many(conn: &mut DbConnection, ids: &[i64], run_id: i64) -> StoreResult<()> {
+    for ids in ids.chunks(super::MAX_IN_LIST) {
+        diesel::update(table::table.filter(table::id.eq_any(ids)))
+            .set(table::last_fetch_run_id.eq(run_id))
+            .execute(conn)?;
+    }
     Ok(())
 }
 
@@ -230,6 +300,41 @@ pub fn for_contacts(
         .load(conn)?)
 }
 
+/// Every subscription of these contacts.
+pub fn of_contacts(
+    conn: &mut DbConnection,
+    contact_ids: &[i64],
+) -> StoreResult<Vec<SubscriptionRow>> {
+    super::in_chunks(contact_ids, |ids| {
+        Ok(table::table
+            .filter(table::contact_id.eq_any(ids))
+            .select(SubscriptionRow::as_select())
+            .load(conn)?)
+    })
+}
+
+/// The tombstones of these addresses on these audiences: audience, address, removal time.
+pub fn tombstones_among(
+    conn: &mut DbConnection,
+    list_ids: &[i64],
+    emails_normalized: &[&str],
+) -> StoreResult<Vec<(i64, String, NaiveDateTime)>> {
+    if list_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    super::in_chunks(emails_normalized, |emails| {
+        Ok(sync_tombstone::table
+            .filter(sync_tombstone::list_id.eq_any(list_ids))
+            .filter(sync_tombstone::email_normalized.eq_any(emails))
+            .select((
+                sync_tombstone::list_id,
+                sync_tombstone::email_normalized,
+                sync_tombstone::removed_at,
+            ))
+            .load(conn)?)
+    })
+}
+
 /// When the address was last removed from the audience, if it was.
 pub fn tombstone(
     conn: &mut DbConnection,
@@ -254,6 +359,16 @@ pub fn put_tombstone(
     if tombstone(conn, list_id, email_normalized)?.is_some_and(|held| held >= removed_at) {
         return Ok(());
     }
+    write_tombstone(conn, list_id, email_normalized, removed_at)
+}
+
+/// Sets the address's removal time on the audience, whatever time was held.
+pub fn write_tombstone(
+    conn: &mut DbConnection,
+    list_id: i64,
+    email_normalized: &str,
+    removed_at: NaiveDateTime,
+) -> StoreResult<()> {
     on_backend!(conn, c => diesel::insert_into(sync_tombstone::table)
         .values((
             sync_tombstone::list_id.eq(list_id),
@@ -264,6 +379,40 @@ pub fn put_tombstone(
         .do_update()
         .set(sync_tombstone::removed_at.eq(removed_at))
         .execute(c))?;
+    Ok(())
+}
+
+/// Sets each (audience, address) tombstone to its time, whatever time was held.
+pub fn put_tombstones(
+    conn: &mut DbConnection,
+    tombstones: &[(i64, &str, NaiveDateTime)],
+) -> StoreResult<()> {
+    use diesel::upsert::excluded;
+    for chunk in tombstones.chunks(super::MAX_ROWS_PER_INSERT) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|&(list_id, email, at)| {
+                (
+                    sync_tombstone::list_id.eq(list_id),
+                    sync_tombstone::email_normalized.eq(email),
+                    sync_tombstone::removed_at.eq(at),
+                )
+            })
+            .collect();
+        on_backend!(&mut *conn, c => diesel::insert_into(sync_tombstone::table)
+            .values(&rows)
+            .on_conflict((sync_tombstone::list_id, sync_tombstone::email_normalized))
+            .do_update()
+            .set(sync_tombstone::removed_at.eq(excluded(sync_tombstone::removed_at)))
+            .execute(c))?;
+    }
+    Ok(())
+}
+
+pub fn clear_tombstones(conn: &mut DbConnection, tombstones: &[(i64, &str)]) -> StoreResult<()> {
+    for &(list_id, email) in tombstones {
+        clear_tombstone(conn, list_id, email)?;
+    }
     Ok(())
 }
 

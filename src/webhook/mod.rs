@@ -1,8 +1,9 @@
 //! The webhook face: `GET|POST /webhooks/mailchimp/{token}`.
 //!
-//! The handler checks the token, hands the raw body to the writer and answers once the
-//! writer committed it. It never applies anything itself: decoding (`form`), reading the
-//! event (`event`) and its effects (`crate::domain::apply`) live elsewhere.
+//! The handler checks the token, reads the body (`Delivery::read`, on the request's own
+//! thread), hands it to the writer and answers once the writer committed it. It never
+//! applies anything itself: decoding (`form`), reading the event (`event`) and its effects
+//! (`crate::domain::apply`) live elsewhere.
 
 pub mod event;
 pub mod form;
@@ -58,13 +59,13 @@ pub async fn receive(
     };
     let refusal = check_signature(&secrets, &headers, &body);
     let unsigned = refusal.is_some();
-    let delivery = Delivery {
-        account_id: account.id,
-        webhook_active: account.webhook_active,
+    let delivery = Delivery::read(
+        account.id,
+        account.webhook_active,
         refusal,
         body,
-        received: crate::now(),
-    };
+        crate::now(),
+    );
     match state.ingestor.submit(delivery).await {
         Ok(receipt) => {
             let (event_type, outcome) = (receipt.event_type.as_deref(), receipt.outcome.as_str());

@@ -851,3 +851,36 @@ async fn deleting_an_account_removes_its_members_through_the_change_feed() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn account_changes_apply_at_once_to_a_url_already_in_use() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let first = bodies::subscribe(LIST_A, "busy@example.com", T1);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &first).await,
+        "applied"
+    );
+
+    let update = pb::UpdateAccountRequest {
+        id: account_id,
+        webhook_active: Some(false),
+        ..Default::default()
+    };
+    app.accounts()
+        .update_account(update)
+        .await
+        .expect("updated");
+    let second = bodies::unsubscribe(LIST_A, "busy@example.com", T2);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &second).await,
+        "ignored"
+    );
+
+    let new_url = app.generate_webhook_url(account_id).await;
+    let third = bodies::unsubscribe(LIST_A, "busy@example.com", T3).encode();
+    assert_eq!(app.post_webhook(&url, third.clone()).await.0, 404);
+    assert_eq!(app.get(&url).await.0, 404);
+    assert_eq!(app.post_webhook(&new_url, third).await.0, 200);
+    app.shutdown().await;
+}
