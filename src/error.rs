@@ -142,9 +142,10 @@ impl From<StoreError> for AppError {
             StoreError::NotFound => return AppError::not_found("record"),
             StoreError::Conflict(_) => Kind::AlreadyExists,
             StoreError::Unavailable(_) => Kind::Unavailable,
-            StoreError::Query(_) | StoreError::BadUrl(_) | StoreError::Migration(_) => {
-                Kind::Internal
-            }
+            StoreError::Query(_)
+            | StoreError::BadUrl(_)
+            | StoreError::Migration(_)
+            | StoreError::Untracked(_) => Kind::Internal,
         };
         let message = match kind {
             Kind::Unavailable => "the database is unavailable",

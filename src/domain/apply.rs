@@ -661,6 +661,9 @@ impl Ctx<'_> {
         if self.fired_at < held.last_changed {
             return Ok(Outcome::Stale.into());
         }
+        if old.normalized == new.normalized {
+            return self.respell(&from, &list, &held, new_id, new_raw);
+        }
         if self.removed_later(&list, new)? {
             // The new address has left the audience since: the member is gone from both.
             self.remove_subscription(&from, &list, &held)?;
@@ -670,6 +673,31 @@ impl Ctx<'_> {
             held.unique_email_id = Some(new_id.to_owned());
         }
         self.move_subscription(&from, &list, &held, new.clone(), new_raw)?;
+        Ok(Outcome::Applied.into())
+    }
+
+    /// An email change to the same address once normalized (say, only its case changed):
+    /// the member stays where it is, with the address as now spelled.
+    fn respell(
+        &mut self,
+        contact: &ContactRow,
+        list: &ListRow,
+        held: &SubscriptionRow,
+        new_id: Option<&str>,
+        new_raw: &str,
+    ) -> StoreResult<Applied> {
+        let mut state = MemberState {
+            last_changed: self.fired_at,
+            ..held.state()
+        };
+        if let Some(new_id) = new_id {
+            state.unique_email_id = Some(new_id.to_owned());
+        }
+        self.known.set_state(self.conn, held, &state, self.now)?;
+        if !self.keep_raw_email(contact, new_raw)? {
+            return Ok(Outcome::Unchanged.into());
+        }
+        self.record(contact, Some(list), "email_changed", Some(&state));
         Ok(Outcome::Applied.into())
     }
 

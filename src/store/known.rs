@@ -29,7 +29,7 @@ use super::changes::{self, NewChange};
 use super::contacts::{self, ContactRow, NewContact, Profile};
 use super::lists::{self, ListRow};
 use super::subscriptions::{self, MemberState, SubscriptionRow};
-use super::{DbConnection, StoreResult, blacklist};
+use super::{DbConnection, StoreError, StoreResult, blacklist};
 
 #[derive(Default)]
 pub struct Known {
@@ -48,6 +48,8 @@ pub struct Known {
     pending: Option<Pending>,
     /// Subscriptions a full fetch saw, by run, to mark in one statement.
     seen: Vec<(i64, i64)>,
+    /// The sequence of the last change-feed entry flushed, over every flush so far.
+    last_sequence: Option<i64>,
 }
 
 /// What [`Known::flush`] has to write.
@@ -203,35 +205,34 @@ impl Known {
     }
 
     /// Writes what was held back: changed rows, change-feed entries in the order recorded,
-    /// and the marks of members seen. Returns the sequence of the last entry written, if
-    /// any.
+    /// and the marks of members seen. Returns the sequence of the last entry written by
+    /// this or an earlier flush (a read may have flushed in the middle of a batch), if any.
     pub fn flush(&mut self, conn: &mut DbConnection) -> StoreResult<Option<i64>> {
-        let last = match self.pending.take() {
-            Some(mut pending) => {
-                let last = self.write(conn, &mut pending)?;
-                self.pending = Some(Pending {
-                    contact_ids: pending.contact_ids,
-                    subscription_ids: pending.subscription_ids,
-                    ..Pending::default()
-                });
-                last
-            }
-            None => None,
-        };
+        if let Some(mut pending) = self.pending.take() {
+            let last = self.write(conn, &mut pending)?;
+            self.last_sequence = last.or(self.last_sequence);
+            self.pending = Some(Pending {
+                contact_ids: pending.contact_ids,
+                subscription_ids: pending.subscription_ids,
+                ..Pending::default()
+            });
+        }
         let mut seen = std::mem::take(&mut self.seen);
         seen.sort_unstable();
         for run in seen.chunk_by(|a, b| a.0 == b.0) {
             let ids: Vec<i64> = run.iter().map(|&(_, id)| id).collect();
             subscriptions::mark_seen_many(conn, &ids, run[0].0)?;
         }
-        Ok(last)
+        Ok(self.last_sequence)
     }
 
-    /// Writes the held-back rows. Subscriptions leave before contacts are written, so that
-    /// an address or an audience seat they free can be taken; contacts are deleted last, so
-    /// that their cascade finds no subscription the batch moved away from them.
+    /// Writes the held-back rows. Rows leave first, so that an address or an audience seat
+    /// they free can be taken by a row written after them. A contact's deletion cascades to
+    /// the subscriptions the database still has under it, including any the batch moved to
+    /// another contact: those are changed rows, and their upsert by id writes them back.
     fn write(&self, conn: &mut DbConnection, pending: &mut Pending) -> StoreResult<Option<i64>> {
         subscriptions::delete_many(conn, &pending.deleted_subscriptions)?;
+        contacts::delete_many(conn, &pending.deleted_contacts)?;
         let contacts: Vec<ContactRow> = self
             .contacts
             .values()
@@ -248,7 +249,6 @@ impl Known {
             .cloned()
             .collect();
         subscriptions::upsert_many(conn, &sorted_by_id(subscriptions, |row| row.id))?;
-        contacts::delete_many(conn, &pending.deleted_contacts)?;
         let mut removed = Vec::new();
         let mut placed = Vec::new();
         for key in &pending.tombstones {
@@ -345,12 +345,21 @@ impl Known {
         Ok(row)
     }
 
-    /// The known row of this contact, to update in step with the database.
+    /// The known row of this contact, to update in step with the database. It is found by
+    /// id: the caller's copy may name an address the contact has left since.
     fn held_contact(&mut self, contact: &ContactRow) -> Option<&mut ContactRow> {
+        let id = contact.id;
+        let under_its_address = self
+            .contacts
+            .get(&contact.email_normalized)
+            .is_some_and(|held| held.as_ref().is_some_and(|row| row.id == id));
+        if under_its_address {
+            return self.contacts.get_mut(&contact.email_normalized)?.as_mut();
+        }
         self.contacts
-            .get_mut(&contact.email_normalized)?
-            .as_mut()
-            .filter(|held| held.id == contact.id)
+            .values_mut()
+            .flatten()
+            .find(|row| row.id == id)
     }
 
     /// Runs `write` now, or notes the contact as changed when deferring; then updates the
@@ -362,18 +371,21 @@ impl Known {
         write: impl FnOnce(&mut DbConnection) -> StoreResult<()>,
         change: impl FnOnce(&mut ContactRow),
     ) -> StoreResult<()> {
-        match &mut self.pending {
-            Some(pending) => {
-                pending.contacts.insert(contact.id);
-                if self.held_contact(contact).is_none() {
-                    self.contact_by_id(conn, contact.id)?;
-                }
+        let Some(pending) = &mut self.pending else {
+            write(conn)?;
+            if let Some(held) = self.held_contact(contact) {
+                change(held);
             }
-            None => write(conn)?,
+            return Ok(());
+        };
+        pending.contacts.insert(contact.id);
+        if self.held_contact(contact).is_none() {
+            self.contact_by_id(conn, contact.id)?;
         }
-        if let Some(held) = self.held_contact(contact) {
-            change(held);
-        }
+        let held = self
+            .held_contact(contact)
+            .ok_or(StoreError::Untracked("mailing_contact"))?;
+        change(held);
         Ok(())
     }
 
@@ -549,12 +561,22 @@ impl Known {
         Ok(row)
     }
 
-    /// The known row of this subscription, to update in step with the database.
+    /// The known row of this subscription, to update in step with the database. It is found
+    /// by id: the caller's copy may name a contact the subscription was moved away from.
     fn held_subscription(&mut self, row: &SubscriptionRow) -> Option<&mut SubscriptionRow> {
-        self.subscriptions
-            .get_mut(&row.contact_id)?
-            .iter_mut()
-            .find(|held| held.id == row.id)
+        let id = row.id;
+        let with_its_contact = self
+            .subscriptions
+            .get(&row.contact_id)
+            .is_some_and(|held| held.iter().any(|held| held.id == id));
+        let rows = match with_its_contact {
+            true => self.subscriptions.get_mut(&row.contact_id)?,
+            false => self
+                .subscriptions
+                .values_mut()
+                .find(|held| held.iter().any(|held| held.id == id))?,
+        };
+        rows.iter_mut().find(|held| held.id == id)
     }
 
     /// Like [`Known::change_contact`], for a subscription.
@@ -565,16 +587,19 @@ impl Known {
         write: impl FnOnce(&mut DbConnection) -> StoreResult<()>,
         change: impl FnOnce(&mut SubscriptionRow),
     ) -> StoreResult<()> {
-        match &mut self.pending {
-            Some(pending) => {
-                pending.subscriptions.insert(row.id);
-                self.hold_subscriptions(conn, row.contact_id)?;
+        let Some(pending) = &mut self.pending else {
+            write(conn)?;
+            if let Some(held) = self.held_subscription(row) {
+                change(held);
             }
-            None => write(conn)?,
-        }
-        if let Some(held) = self.held_subscription(row) {
-            change(held);
-        }
+            return Ok(());
+        };
+        pending.subscriptions.insert(row.id);
+        self.hold_subscriptions(conn, row.contact_id)?;
+        let held = self
+            .held_subscription(row)
+            .ok_or(StoreError::Untracked("mailing_subscription"))?;
+        change(held);
         Ok(())
     }
 

@@ -136,6 +136,10 @@ pub enum StoreError {
     BadUrl(String),
     #[error("migrations failed: {0}")]
     Migration(String),
+    /// A write held back for a batch found no row to apply to; the batch is written again
+    /// row by row rather than lose it.
+    #[error("a held-back write lost its row: {0}")]
+    Untracked(&'static str),
 }
 
 impl From<DieselError> for StoreError {
