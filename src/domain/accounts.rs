@@ -1,6 +1,8 @@
 //! Mailchimp accounts: validation of what operators send, the data centre taken from the
 //! API key, and the webhook token behind each account's URL.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
@@ -10,7 +12,7 @@ use subtle::ConstantTimeEq;
 use crate::domain::apply;
 use crate::error::{AppError, AppResult, Kind};
 use crate::store::Store;
-use crate::store::accounts::{self, AccountChanges, AccountRow, NewAccount};
+use crate::store::accounts::{self, AccountChanges, AccountRow, NewAccount, WebhookAccount};
 use crate::store::lists::{self, ListRow};
 
 /// Where generated webhook URLs point, and whether plain HTTP is tolerated.
@@ -186,42 +188,30 @@ pub async fn generate_webhook_url(
     Ok(url)
 }
 
-/// The account a webhook token belongs to, if any. The hash narrows the search through the
-/// index; the token itself is then compared in constant time.
-pub async fn find_by_token(store: &Store, token: &str) -> AppResult<Option<AccountRow>> {
+/// The account a webhook token belongs to, if any, with its signing secrets. The hash
+/// narrows the search through the index; the token itself is then compared in constant time.
+pub async fn find_by_token(store: &Store, token: &str) -> AppResult<Option<Arc<WebhookAccount>>> {
     if !plausible_token(token) {
         return Ok(None);
     }
     let hash = token_hash(token);
-    let row = match store.recent_tokens().get(&hash) {
-        Ok(row) => Some(row),
+    let found = match store.recent_tokens().get(&hash) {
+        Ok(found) => Some(found),
         Err(generation) => {
-            let found = store
-                .run(move |conn| Ok((accounts::find_by_token_hash(conn, &hash)?, hash)))
+            let (found, hash) = store
+                .run(move |conn| Ok((accounts::find_for_webhook(conn, &hash)?, hash)))
                 .await?;
-            if let (Some(row), hash) = &found {
-                store
-                    .recent_tokens()
-                    .put(generation, hash.clone(), row.clone());
+            let found = found.map(Arc::new);
+            if let Some(found) = &found {
+                store.recent_tokens().put(generation, hash, found.clone());
             }
-            found.0
+            found
         }
     };
-    Ok(row.filter(|row| {
-        let held = row.webhook_token.as_deref().unwrap_or_default();
+    Ok(found.filter(|found| {
+        let held = found.row.webhook_token.as_deref().unwrap_or_default();
         bool::from(held.as_bytes().ct_eq(token.as_bytes()))
     }))
-}
-
-/// Every secret a delivery to the account may be signed with: the account's own, and each
-/// registered audience webhook's. None means deliveries go unsigned.
-pub async fn signing_secrets(store: &Store, account: &AccountRow) -> AppResult<Vec<String>> {
-    let (account_id, own) = (account.id, account.webhook_signing_secret.clone());
-    let mut secrets = store
-        .run(move |conn| lists::signing_secrets(conn, account_id))
-        .await?;
-    secrets.extend(own);
-    Ok(secrets)
 }
 
 /// 192 bits from a CSPRNG (the thread-local ChaCha generator, seeded by the OS), URL-safe.
@@ -232,8 +222,7 @@ fn new_token() -> String {
 }
 
 fn token_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 fn plausible_token(token: &str) -> bool {

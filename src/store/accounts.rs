@@ -1,7 +1,7 @@
 //! `mailchimp_account`: API credentials and the webhook token of each Mailchimp account.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -121,6 +121,29 @@ pub fn find_by_token_hash(
         .optional()?)
 }
 
+/// An account as its webhook sees it: the row, and every secret a delivery may be signed
+/// with (the account's own and each registered audience webhook's; none means unsigned).
+pub struct WebhookAccount {
+    pub row: AccountRow,
+    pub signing_secrets: Vec<String>,
+}
+
+/// The account whose webhook token hashes to `token_hash`, with its signing secrets.
+pub fn find_for_webhook(
+    conn: &mut DbConnection,
+    token_hash: &str,
+) -> StoreResult<Option<WebhookAccount>> {
+    let Some(row) = find_by_token_hash(conn, token_hash)? else {
+        return Ok(None);
+    };
+    let mut signing_secrets = super::lists::signing_secrets(conn, row.id)?;
+    signing_secrets.extend(row.webhook_signing_secret.clone());
+    Ok(Some(WebhookAccount {
+        row,
+        signing_secrets,
+    }))
+}
+
 /// Accounts recently found by webhook token hash, so that a burst of webhooks does not look
 /// its account up once per request. An entry is used for [`RecentTokens::FRESH_FOR`] at
 /// most: a token rotated, a secret set or an account deleted through another replica takes
@@ -136,14 +159,14 @@ pub struct RecentTokens {
 struct Held {
     /// Moves on with every `forget_all`.
     generation: u64,
-    rows: HashMap<String, (AccountRow, Instant)>,
+    rows: HashMap<String, (Arc<WebhookAccount>, Instant)>,
 }
 
 impl RecentTokens {
     pub const FRESH_FOR: Duration = Duration::from_secs(1);
 
     /// The account remembered for the hash, or else the generation to remember a lookup under.
-    pub fn get(&self, token_hash: &str) -> Result<AccountRow, u64> {
+    pub fn get(&self, token_hash: &str) -> Result<Arc<WebhookAccount>, u64> {
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         match held.rows.get(token_hash) {
             Some((row, at)) if at.elapsed() < Self::FRESH_FOR => Ok(row.clone()),
@@ -152,7 +175,7 @@ impl RecentTokens {
     }
 
     /// Remembers a lookup begun at `generation`, unless something was forgotten since.
-    pub fn put(&self, generation: u64, token_hash: String, row: AccountRow) {
+    pub fn put(&self, generation: u64, token_hash: String, row: Arc<WebhookAccount>) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if held.generation != generation {
             return;

@@ -716,8 +716,17 @@ impl Known {
         Ok(true)
     }
 
-    /// Notes that the full run saw the subscription; written by [`Known::flush`].
+    /// Notes that the full run saw the subscription; written by [`Known::flush`], with the
+    /// row itself when the row is new.
     pub fn mark_seen(&mut self, row: &SubscriptionRow, run_id: i64) {
+        let new = self
+            .pending
+            .as_ref()
+            .is_some_and(|pending| pending.new_subscriptions.contains(&row.id));
+        if new && let Some(held) = self.held_subscription(row) {
+            held.last_fetch_run_id = Some(run_id);
+            return;
+        }
         self.seen.push((run_id, row.id));
     }
 

@@ -230,23 +230,29 @@ impl ManageConnection for Manager {
     }
 }
 
-/// SQLite set up for a server: WAL so readers never wait for the writer, foreign keys on,
-/// a busy timeout instead of instant `SQLITE_BUSY` (short enough that a webhook still
-/// answers inside Mailchimp's ten seconds), and full sync so that a committed event
-/// survives a power cut.
+/// Each session set up for a server.
+///
+/// SQLite: WAL so readers never wait for the writer, foreign keys on, a busy timeout
+/// instead of instant `SQLITE_BUSY` (short enough that a webhook still answers inside
+/// Mailchimp's ten seconds), and full sync so that a committed event survives a power cut.
+///
+/// PostgreSQL: every statement planned for its own parameters. diesel prepares and keeps
+/// its statements per connection, and PostgreSQL would soon settle on one generic plan per
+/// statement, made while the tables were small: a sequential scan that stays even once a
+/// table holds millions of contacts, so that a batch lookup by address grows with the table.
 #[derive(Debug)]
-struct SqliteSetup;
+struct SessionSetup;
 
-impl CustomizeConnection<DbConnection, r2d2::Error> for SqliteSetup {
+impl CustomizeConnection<DbConnection, r2d2::Error> for SessionSetup {
     fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
-        if let DbConnection::Sqlite(c) = conn {
-            c.batch_execute(
+        let setup = match conn {
+            DbConnection::Sqlite(_) => {
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
-            )
-            .map_err(r2d2::Error::QueryError)?;
-        }
-        Ok(())
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+            }
+            DbConnection::Postgresql(_) => "SET plan_cache_mode = force_custom_plan",
+        };
+        conn.batch_execute(setup).map_err(r2d2::Error::QueryError)
     }
 }
 
@@ -272,7 +278,7 @@ impl Store {
             .max_size(max_connections)
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(5))
-            .connection_customizer(Box::new(SqliteSetup))
+            .connection_customizer(Box::new(SessionSetup))
             .build_unchecked(Manager { backend, target });
         Ok(Store {
             pool,

@@ -20,6 +20,8 @@ pub struct SubscriptionRow {
     pub unique_email_id: Option<String>,
     pub subscriber_hash: String,
     pub last_changed: NaiveDateTime,
+    /// The full fetch that last saw the member.
+    pub last_fetch_run_id: Option<i64>,
     pub create_date: NaiveDateTime,
     pub write_date: NaiveDateTime,
 }
@@ -57,6 +59,7 @@ impl SubscriptionRow {
             unique_email_id: state.unique_email_id.clone(),
             subscriber_hash: subscriber_hash.to_owned(),
             last_changed: state.last_changed,
+            last_fetch_run_id: None,
             create_date: now,
             write_date: now,
         }
@@ -157,7 +160,7 @@ pub fn insert(
 }
 
 /// Writes the rows as given, inserting those whose id is new. The full fetch's mark is
-/// left as it is.
+/// only written with a new row: an existing row's is left as it is.
 pub fn upsert_many(conn: &mut DbConnection, rows: &[SubscriptionRow]) -> StoreResult<()> {
     use diesel::upsert::excluded;
     for rows in rows.chunks(super::MAX_ROWS_PER_INSERT) {

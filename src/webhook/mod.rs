@@ -9,6 +9,7 @@ pub mod event;
 pub mod form;
 pub mod signature;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -22,7 +23,7 @@ use crate::domain::accounts;
 use crate::domain::apply::Outcome;
 use crate::domain::ingest::Delivery;
 use crate::error::AppError;
-use crate::store::accounts::AccountRow;
+use crate::store::accounts::WebhookAccount;
 
 /// The largest body accepted; Mailchimp's events are a few kilobytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -53,15 +54,11 @@ pub async fn receive(
     if body.is_empty() {
         return StatusCode::OK.into_response();
     }
-    let secrets = match accounts::signing_secrets(&state.store, &account).await {
-        Ok(secrets) => secrets,
-        Err(error) => return error_response(error),
-    };
-    let refusal = check_signature(&secrets, &headers, &body);
+    let refusal = check_signature(&account.signing_secrets, &headers, &body);
     let unsigned = refusal.is_some();
     let delivery = Delivery::read(
-        account.id,
-        account.webhook_active,
+        account.row.id,
+        account.row.webhook_active,
         refusal,
         body,
         crate::now(),
@@ -73,7 +70,7 @@ pub async fn receive(
                 .metrics
                 .webhook_stored(event_type, outcome, started.elapsed());
             tracing::info!(
-                account_id = account.id,
+                account_id = account.row.id,
                 event.type = event_type.unwrap_or("-"),
                 outcome,
                 duration_ms = started.elapsed().as_millis() as u64,
@@ -98,7 +95,7 @@ pub async fn receive(
 async fn account(
     state: &AppState,
     token: Result<Path<String>, PathRejection>,
-) -> Result<AccountRow, Response> {
+) -> Result<Arc<WebhookAccount>, Response> {
     let Ok(Path(token)) = token else {
         return Err(StatusCode::NOT_FOUND.into_response());
     };

@@ -223,3 +223,37 @@ fn a_failed_write_transaction_leaves_nothing_behind() {
     committed.expect("committed");
     assert_eq!(contacts::count(&mut conn).expect("counted"), 1);
 }
+
+#[test]
+fn a_full_fetch_marks_every_member_it_saw_new_or_already_stored() {
+    use mailchimp_sync::domain::apply::apply_fetched_page;
+    use mailchimp_sync::mailchimp::types::ApiMember;
+
+    let m = migrated();
+    let mut conn = m.store.connection().expect("a connection");
+    let list = an_audience(&mut conn);
+    let member = |email: &str| -> ApiMember {
+        serde_json::from_value(serde_json::json!({
+            "email_address": email,
+            "status": "subscribed",
+            "last_changed": "2026-04-01T09:00:00+00:00",
+        }))
+        .expect("a member")
+    };
+    let earlier = [member("known@example.org")];
+    apply_fetched_page(&mut conn, &list, &earlier, Some(1), at(9, 30)).expect("first run");
+    let page = [
+        member("known@example.org"),
+        member("new@example.org"),
+        member("other@example.org"),
+    ];
+    apply_fetched_page(&mut conn, &list, &page, Some(2), at(10, 0)).expect("second run");
+
+    let unseen_by = |conn: &mut DbConnection, run| {
+        let rows = subscriptions::unseen(conn, list.id, run, at(23, 0), 500).expect("unseen");
+        rows.len()
+    };
+    assert_eq!(unseen_by(&mut conn, 2), 0, "the second run saw all three");
+    assert_eq!(unseen_by(&mut conn, 1), 3, "the first run's mark moved on");
+    assert_eq!(unseen_by(&mut conn, 3), 3);
+}
