@@ -54,12 +54,9 @@ fn in_chunks<T, R>(
 pub(crate) enum Reserved {
     /// Every id from this one on (SQLite).
     From(i64),
-    /// These ids (PostgreSQL).
+    /// These ids (PostgreSQL), the next to use last.
     These(Vec<i64>),
 }
-
-/// How many ids a PostgreSQL writer takes from a sequence at a time.
-const ID_BLOCK: i64 = 128;
 
 #[derive(diesel::QueryableByName)]
 struct Id {
@@ -71,8 +68,12 @@ struct Id {
 /// writers call it, inside their write transaction. On SQLite that transaction holds the
 /// database's write lock, so every id above the table's `AUTOINCREMENT` sequence is the
 /// writer's until it commits; PostgreSQL hands a block out of the sequence itself (ids not
-/// used leave a gap, as a rolled-back insert would).
-pub(crate) fn reserve_ids(conn: &mut DbConnection, table: &'static str) -> StoreResult<Reserved> {
+/// used leave a gap, as a rolled-back insert would), `count` of them.
+pub(crate) fn reserve_ids(
+    conn: &mut DbConnection,
+    table: &'static str,
+    count: i64,
+) -> StoreResult<Reserved> {
     use diesel::sql_types::{BigInt, Text};
     match conn {
         DbConnection::Sqlite(c) => {
@@ -88,9 +89,11 @@ pub(crate) fn reserve_ids(conn: &mut DbConnection, table: &'static str) -> Store
                  FROM generate_series(1, $2)",
             )
             .bind::<Text, _>(table)
-            .bind::<BigInt, _>(ID_BLOCK)
+            .bind::<BigInt, _>(count)
             .load::<Id>(c)?;
-            Ok(Reserved::These(ids.into_iter().map(|id| id.id).collect()))
+            Ok(Reserved::These(
+                ids.into_iter().rev().map(|id| id.id).collect(),
+            ))
         }
     }
 }
