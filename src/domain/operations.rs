@@ -7,11 +7,11 @@ use crate::domain::apply::Outcome;
 use crate::domain::contacts::{decode_page_token, next_page_token, page_limit};
 use crate::domain::ingest::apply_raw;
 use crate::email::EmailIdentity;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Kind};
 use crate::store::blacklist::{self, BlacklistRow};
 use crate::store::changes::{self, ChangeRow, NewChange};
 use crate::store::events::{self, EventFilter, EventSummary};
-use crate::store::{DbConnection, Store, StoreError, StoreResult, contacts};
+use crate::store::{DbConnection, Store, StoreError, StoreResult, accounts, contacts};
 use crate::webhook::event::{self, Envelope};
 
 pub async fn list_blacklist(
@@ -118,6 +118,17 @@ pub async fn replay_event(
     feed: &watch::Sender<i64>,
     id: i64,
 ) -> AppResult<EventSummary> {
+    let stored = store.run(move |conn| events::get(conn, id)).await;
+    let stored = match stored {
+        Err(StoreError::NotFound) => return Err(AppError::not_found("webhook event")),
+        other => other?,
+    };
+    // A refused request stays refused: its signature cannot be checked again, since only
+    // its body is kept, and a body that is no Mailchimp event does not become one.
+    if stored.outcome == Outcome::Rejected.as_str() {
+        let message = "a rejected request is kept as it came and is never applied";
+        return Err(AppError::new(Kind::FailedPrecondition, message));
+    }
     let now = crate::now();
     let result = store.write(move |conn| replay(conn, id, now)).await;
     let summary = match result {
@@ -138,6 +149,10 @@ fn replay(
     let (outcome, note) = match event::parse(&body) {
         Err(rejection) => (Outcome::Rejected, Some(rejection.to_string())),
         Ok(Envelope::UrlCheck) => (Outcome::Ignored, Some("no event type".to_owned())),
+        Ok(Envelope::Event(_)) if !accounts::get(conn, summary.account_id)?.webhook_active => (
+            Outcome::Ignored,
+            Some("the account's webhook is inactive".to_owned()),
+        ),
         Ok(Envelope::Event(raw)) => {
             let applied = apply_raw(conn, summary.account_id, &raw, now)?;
             (applied.outcome, applied.note)

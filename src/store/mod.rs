@@ -237,7 +237,9 @@ impl ManageConnection for Manager {
 ///
 /// SQLite: WAL so readers never wait for the writer, foreign keys on, a busy timeout
 /// instead of instant `SQLITE_BUSY` (short enough that a webhook still answers inside
-/// Mailchimp's ten seconds), and full sync so that a committed event survives a power cut.
+/// Mailchimp's ten seconds), full sync so that a committed event survives a power cut, and
+/// statement journals in memory rather than in temporary files (a multi-row upsert inside a
+/// transaction keeps one, so that it can be undone alone).
 ///
 /// PostgreSQL: every statement planned for its own parameters. diesel prepares and keeps
 /// its statements per connection, and PostgreSQL would soon settle on one generic plan per
@@ -251,7 +253,8 @@ impl CustomizeConnection<DbConnection, r2d2::Error> for SessionSetup {
         let setup = match conn {
             DbConnection::Sqlite(_) => {
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                 PRAGMA temp_store = MEMORY;"
             }
             DbConnection::Postgresql(_) => "SET plan_cache_mode = force_custom_plan",
         };

@@ -624,8 +624,15 @@ async fn signed_deliveries_from_mailchimp_apply_and_unsigned_ones_are_refused() 
     let (status, reason) = s.app.post_webhook(&url, body).await;
     assert_eq!(status, 401);
     assert!(reason.contains("X-Mailchimp-Signature"), "{reason}");
-    assert_eq!(s.app.latest_event(s.account_id).await.outcome, "rejected");
+    let forged = s.app.latest_event(s.account_id).await;
+    assert_eq!(forged.outcome, "rejected");
     assert!(s.app.get_contact("forged@example.com").await.is_err());
+
+    let request = pb::ReplayWebhookEventRequest { id: forged.id };
+    let status = expect_error(s.app.events().replay_webhook_event(request).await);
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(s.app.get_contact("forged@example.com").await.is_err());
+    assert_eq!(s.app.latest_event(s.account_id).await.outcome, "rejected");
 }
 
 #[tokio::test]

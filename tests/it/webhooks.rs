@@ -136,7 +136,7 @@ async fn bodies_over_64_kib_answer_413_and_64_kib_is_accepted() {
 }
 
 #[tokio::test]
-async fn an_inactive_webhook_is_recorded_as_ignored_and_changes_nothing() {
+async fn an_inactive_webhook_changes_nothing_even_replayed_until_active_again() {
     let app = TestApp::spawn().await;
     let (account_id, url) = app.create_account().await;
     let update = pb::UpdateAccountRequest {
@@ -158,6 +158,28 @@ async fn an_inactive_webhook_is_recorded_as_ignored_and_changes_nothing() {
     );
     assert_absent(&app, "inactive@example.com").await;
     assert!(app.all_changes().await.is_empty());
+
+    let ignored = app.latest_event(account_id).await;
+    let request = pb::ReplayWebhookEventRequest { id: ignored.id };
+    let replayed = app.events().replay_webhook_event(request).await;
+    let replayed = replayed.expect("replayed").into_inner();
+    assert_eq!(replayed.outcome, "ignored", "still inactive: {replayed:?}");
+    assert_absent(&app, "inactive@example.com").await;
+
+    let update = pb::UpdateAccountRequest {
+        id: account_id,
+        webhook_active: Some(true),
+        ..Default::default()
+    };
+    app.accounts()
+        .update_account(update)
+        .await
+        .expect("updated");
+    let request = pb::ReplayWebhookEventRequest { id: ignored.id };
+    let replayed = app.events().replay_webhook_event(request).await;
+    let replayed = replayed.expect("replayed").into_inner();
+    assert_eq!(replayed.outcome, "applied", "active again: {replayed:?}");
+    assert!(app.get_contact("inactive@example.com").await.is_ok());
     app.shutdown().await;
 }
 
