@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -37,6 +38,9 @@ pub struct Config {
     /// Every gRPC call but health checks must carry it; without one, gRPC serves loopback
     /// only.
     pub grpc_token: Option<BearerToken>,
+    /// How long a shutdown waits for open connections to finish their requests; a client
+    /// that never finishes one does not hold the service up longer.
+    pub drain_limit: Duration,
 }
 
 /// Everything a request handler may use; cheap to clone.
@@ -63,6 +67,7 @@ pub struct Running {
     servers: Vec<JoinHandle<anyhow::Result<()>>>,
     writer: std::thread::JoinHandle<()>,
     scheduler: Option<JobScheduler>,
+    drain_limit: Duration,
 }
 
 impl Running {
@@ -74,10 +79,21 @@ impl Running {
             let _ = scheduler.shutdown().await;
         }
         self.state.fetcher.interrupt_all().await;
-        for server in self.servers {
-            server.await.context("a server task panicked")??;
+        let deadline = tokio::time::Instant::now() + self.drain_limit;
+        for mut server in self.servers {
+            match tokio::time::timeout_at(deadline, &mut server).await {
+                Ok(served) => served.context("a server task panicked")??,
+                Err(_) => {
+                    server.abort();
+                    tracing::warn!(
+                        limit_s = self.drain_limit.as_secs(),
+                        "connections still open at the end of the shutdown grace time were dropped"
+                    );
+                }
+            }
         }
         let Running { state, writer, .. } = self;
+        state.ingestor.stop().await;
         drop(state);
         tokio::task::spawn_blocking(move || writer.join())
             .await?
@@ -221,5 +237,6 @@ pub async fn start(
         servers,
         writer,
         scheduler,
+        drain_limit: config.drain_limit,
     })
 }

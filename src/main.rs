@@ -143,6 +143,11 @@ struct ServeArgs {
     )]
     fetch_schedule: String,
 
+    /// On SIGTERM or SIGINT, how long open connections may take to finish their requests,
+    /// in seconds, before they are dropped and the service exits.
+    #[arg(long, env = "MAILCHIMP_SYNC_SHUTDOWN_GRACE", default_value_t = 10)]
+    shutdown_grace: u64,
+
     #[command(flatten)]
     mailchimp: MailchimpArgs,
 
@@ -242,6 +247,7 @@ fn config(database: &DatabaseArgs) -> Config {
         http_tls: None,
         grpc_tls: None,
         grpc_token: None,
+        drain_limit: std::time::Duration::from_secs(10),
     }
 }
 
@@ -257,6 +263,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         allow_insecure_webhook_url: args.allow_insecure_webhook_url,
         fetch: args.mailchimp.settings(),
         fetch_schedule: Some(args.fetch_schedule.trim().to_owned()).filter(|s| !s.is_empty()),
+        drain_limit: std::time::Duration::from_secs(args.shutdown_grace),
         ..config(&args.database)
     };
     args.security.apply(&mut config)?;

@@ -173,10 +173,18 @@ struct Job {
     reply: oneshot::Sender<StoreResult<Receipt>>,
 }
 
+/// What the writer's queue carries.
+enum Message {
+    Store(Job),
+    /// Store what is queued, then stop, even though handles remain (a connection that never
+    /// finished its request holds one).
+    Stop,
+}
+
 /// The handle webhook handlers submit to; cheap to clone.
 #[derive(Clone)]
 pub struct Ingestor {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
 }
 
 impl Ingestor {
@@ -198,24 +206,38 @@ impl Ingestor {
         let (reply, receipt) = oneshot::channel();
         let stopped = || AppError::new(Kind::Unavailable, "the service is shutting down");
         self.jobs
-            .send(Job { delivery, reply })
+            .send(Message::Store(Job { delivery, reply }))
             .await
             .map_err(|_| stopped())?;
         Ok(receipt.await.map_err(|_| stopped())??)
     }
+
+    /// Has the writer store every delivery submitted so far and stop; later submissions
+    /// fail as unavailable. The writer stops on its own, too, once every handle is gone.
+    pub async fn stop(&self) {
+        let _ = self.jobs.send(Message::Stop).await;
+    }
 }
 
-fn write_loop(store: &Store, feed: &watch::Sender<i64>, mut queue: mpsc::Receiver<Job>) {
+fn write_loop(store: &Store, feed: &watch::Sender<i64>, mut queue: mpsc::Receiver<Message>) {
     while let Some(first) = queue.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Store(job) => batch.push(job),
+                // Nothing new gets in once the queue is closed; what it holds is stored.
+                Message::Stop => queue.close(),
             }
+            next = match batch.len() < MAX_BATCH {
+                true => queue.try_recv().ok(),
+                false => None,
+            };
         }
-        let result = write_batch(store, &batch);
-        answer(batch, result, feed);
+        if !batch.is_empty() {
+            let result = write_batch(store, &batch);
+            answer(batch, result, feed);
+        }
     }
 }
 

@@ -177,6 +177,7 @@ pub fn test_config(database_url: String, http_port: u16) -> Config {
         http_tls: None,
         grpc_tls: None,
         grpc_token: None,
+        drain_limit: std::time::Duration::from_secs(10),
     }
 }
 

@@ -251,3 +251,44 @@ async fn sigterm_during_a_fetch_marks_the_run_interrupted_and_exits_0() {
     let stored = fetch_runs::get(&mut conn, run.id).expect("the run is stored");
     assert_eq!(stored.state, fetch_runs::INTERRUPTED, "{}", serve.logs());
 }
+
+#[tokio::test]
+async fn clients_that_never_finish_a_request_do_not_hold_up_a_stop() {
+    use tokio::io::AsyncWriteExt;
+
+    let db = TestDb::create();
+    let log_dir = tempfile::tempdir().expect("a temporary folder");
+    let options = Options {
+        args: vec!["--shutdown-grace", "1"],
+        ..Options::default()
+    };
+    let mut serve = ServeProcess::start_with(&db, log_dir.path(), options);
+    serve.wait_until_ready(&reqwest::Client::new()).await;
+    let half_sent: [(&str, &[u8]); 3] = [
+        (&serve.http_addr, b"GET /heal"),
+        (
+            &serve.http_addr,
+            b"POST /webhooks/mailchimp/0123456789abcdef0123 HTTP/1.1\r\nHost: a\r\n\
+              Content-Length: 100\r\n\r\ntype=subscribe",
+        ),
+        (&serve.grpc_addr, b"PRI * HTTP/2.0\r\n"),
+    ];
+    let mut held = Vec::new();
+    for (addr, bytes) in half_sent {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        stream.write_all(bytes).await.expect("sent");
+        held.push(stream);
+    }
+    serve.signal("TERM");
+    // Within the process helper's bound, though the clients still hold their connections.
+    let status = serve.wait_for_exit().await;
+    assert!(status.success(), "exit {status}:\n{}", serve.logs());
+    assert!(
+        serve.logs().contains("shutdown grace time"),
+        "{}",
+        serve.logs()
+    );
+    drop(held);
+}
