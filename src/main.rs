@@ -38,7 +38,7 @@ enum LogFormat {
 enum Command {
     /// Runs the service: the webhook endpoint over HTTP and the control plane over gRPC.
     /// Migrations run first.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Runs the database migrations and exits.
     Migrate(DatabaseArgs),
     /// Fetches audience members from Mailchimp now, in this process, and waits for the end.
@@ -208,7 +208,7 @@ fn main() -> ExitCode {
         Err(error) => return fail(&error.into()),
     };
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Migrate(args) => migrate(&args),
         Command::Fetch(args) => runtime.block_on(fetch_now(args)),
     };
