@@ -1,6 +1,9 @@
 //! The parts of Mailchimp's JSON the service reads, typed leniently: Mailchimp sends `""`
 //! where a date is missing, numbers or `""` in merge fields, and statuses newer than this
-//! code. Anything unexpected is kept as received rather than refused.
+//! code. Anything unexpected is kept as received rather than refused, with two exceptions
+//! made for the database's sake: NUL characters are dropped from text (PostgreSQL cannot
+//! store them), and a member id that is not a short run of letters and digits is dropped
+//! (it goes into an index).
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -22,7 +25,7 @@ pub struct ListsPage {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApiList {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text")]
     pub name: String,
     #[serde(default)]
     pub stats: ListStats,
@@ -42,9 +45,11 @@ pub struct MembersPage {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApiMember {
+    #[serde(deserialize_with = "text")]
     pub email_address: String,
-    #[serde(default, deserialize_with = "empty_as_none")]
+    #[serde(default, deserialize_with = "member_id")]
     pub unique_email_id: Option<String>,
+    #[serde(deserialize_with = "text")]
     pub status: String,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub unsubscribe_reason: Option<String>,
@@ -58,13 +63,14 @@ pub struct ApiMember {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApiTag {
+    #[serde(deserialize_with = "text")]
     pub name: String,
 }
 
 impl ApiMember {
     pub fn text_field(&self, tag: &str) -> String {
         match self.merge_fields.get(tag) {
-            Some(Value::String(text)) => text.clone(),
+            Some(Value::String(text)) => without_nul(text.clone()),
             _ => String::new(),
         }
     }
@@ -108,9 +114,27 @@ pub struct Problem {
 fn empty_as_none<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     let value = Option::<Value>::deserialize(deserializer)?;
     Ok(match value {
-        Some(Value::String(text)) if !text.is_empty() => Some(text),
+        Some(Value::String(text)) if !text.is_empty() => Some(without_nul(text)),
         _ => None,
     })
+}
+
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    String::deserialize(deserializer).map(without_nul)
+}
+
+fn without_nul(text: String) -> String {
+    match text.contains('\0') {
+        true => text.replace('\0', ""),
+        false => text,
+    }
+}
+
+/// Mailchimp's member ids are ten hex digits; anything but 1 to 64 letters and digits is
+/// taken as no id.
+fn member_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let id = empty_as_none(deserializer)?;
+    Ok(id.filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())))
 }
 
 /// ISO 8601 with an offset, turned into naive UTC; `""`, null or garbage become `None`.
@@ -168,5 +192,34 @@ mod tests {
         assert_eq!(member.unique_email_id, None);
         assert_eq!(member.status, "brand-new-status");
         assert_eq!(member.text_field("FNAME"), "");
+    }
+
+    #[test]
+    fn nul_characters_are_dropped_and_implausible_member_ids_are_none() {
+        let member: ApiMember = serde_json::from_value(serde_json::json!({
+            "email_address": "a\u{0}@b.c", "status": "sub\u{0}scribed",
+            "unsubscribe_reason": "\u{0}why", "unique_email_id": "x".repeat(65),
+            "merge_fields": {"FNAME": "\u{0}Hana\u{0}", "NOTE": "\u{0}"},
+            "tags": [{"name": "VIP\u{0}"}]
+        }))
+        .unwrap();
+        assert_eq!(member.email_address, "a@b.c");
+        assert_eq!(member.status, "subscribed");
+        assert_eq!(member.unsubscribe_reason.as_deref(), Some("why"));
+        assert_eq!(member.text_field("FNAME"), "Hana");
+        assert_eq!(member.tags[0].name, "VIP");
+        assert_eq!(member.unique_email_id, None);
+        let list: ApiList = serde_json::from_value(serde_json::json!({
+            "id": "abc", "name": "News\u{0}letter"
+        }))
+        .unwrap();
+        assert_eq!(list.name, "Newsletter");
+        for (id, kept) in [("a1b2c3d4e5", true), ("a1-b2", false), ("", false)] {
+            let member: ApiMember = serde_json::from_value(serde_json::json!({
+                "email_address": "a@b.c", "status": "subscribed", "unique_email_id": id
+            }))
+            .unwrap();
+            assert_eq!(member.unique_email_id.is_some(), kept, "{id:?}");
+        }
     }
 }

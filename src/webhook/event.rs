@@ -55,6 +55,8 @@ pub enum EventError {
     MissingListId,
     #[error("data[list_id] is not 1 to 64 ascii letters or digits")]
     InvalidListId,
+    #[error("{field} is not 1 to 64 ascii letters or digits")]
+    InvalidMemberId { field: &'static str },
     #[error("event has no email address in {field}")]
     MissingEmail { field: &'static str },
     #[error("{field} is not a usable email address")]
@@ -214,7 +216,7 @@ fn email_changed(raw: &RawEvent) -> Result<Event, EventError> {
     let (new_email, new_email_raw) = email_at(&raw.data, "new_email", "data[new_email]")?;
     Ok(Event::EmailChanged {
         list_id,
-        new_id: owned(&raw.data, "new_id"),
+        new_id: member_id(raw, "new_id", "data[new_id]")?,
         old_email,
         old_email_raw,
         new_email,
@@ -254,7 +256,7 @@ fn member(raw: &RawEvent) -> Result<MemberData, EventError> {
     let (email, email_raw) = member_email(&raw.data, merges)?;
     Ok(MemberData {
         list_id,
-        member_id: owned(&raw.data, "id"),
+        member_id: member_id(raw, "id", "data[id]")?,
         email,
         email_raw,
         first_name: text(merges, "FNAME").unwrap_or_default().to_owned(),
@@ -271,6 +273,18 @@ fn list_id(raw: &RawEvent) -> Result<String, EventError> {
     valid
         .then(|| id.to_owned())
         .ok_or(EventError::InvalidListId)
+}
+
+/// A member id is kept in an index and compared with the API's, so its shape is enforced
+/// too (Mailchimp's are ten hex digits); absent or empty is `None`.
+fn member_id(raw: &RawEvent, key: &str, field: &'static str) -> Result<Option<String>, EventError> {
+    let Some(id) = text(&raw.data, key) else {
+        return Ok(None);
+    };
+    let valid = id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    valid
+        .then(|| Some(id.to_owned()))
+        .ok_or(EventError::InvalidMemberId { field })
 }
 
 /// `data[email]` is authoritative; the merge field is only a fallback for senders
@@ -422,6 +436,39 @@ mod tests {
 
     fn identity(address: &str) -> EmailIdentity {
         EmailIdentity::parse(address).unwrap()
+    }
+
+    #[test]
+    fn a_member_id_that_is_no_mailchimp_id_fails_the_event_and_names_the_field() {
+        let email = "data%5Bemail%5D=jo%40example.com";
+        let long = format!("data%5Bid%5D={}", "a".repeat(65));
+        let spaced = "data%5Bid%5D=a1+b2".to_owned();
+        for id in [long, spaced] {
+            let error = interpret(&raw(&body("subscribe", &[&id, email]))).unwrap_err();
+            let field = "data[id]";
+            assert_eq!(error, EventError::InvalidMemberId { field }, "{id}");
+        }
+        let new_id = format!("data%5Bnew_id%5D={}", "b".repeat(20_000));
+        let change = [
+            new_id.as_str(),
+            "data%5Bold_email%5D=a%40example.com",
+            "data%5Bnew_email%5D=b%40example.com",
+        ];
+        let error = interpret(&raw(&body("upemail", &change))).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "data[new_id] is not 1 to 64 ascii letters or digits"
+        );
+
+        let longest = format!("data%5Bid%5D={}", "c".repeat(64));
+        let Event::Subscribe(member) = event("subscribe", &[&longest, email]) else {
+            panic!("a subscribe");
+        };
+        assert_eq!(member.member_id, Some("c".repeat(64)));
+        let Event::Subscribe(member) = event("subscribe", &["data%5Bid%5D=", email]) else {
+            panic!("a subscribe");
+        };
+        assert_eq!(member.member_id, None, "empty is absent");
     }
 
     const SUBSCRIBER: &[&str] = &[

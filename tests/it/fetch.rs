@@ -301,6 +301,20 @@ async fn a_webhook_newer_than_the_fetched_state_survives_the_fetch() {
 }
 
 #[tokio::test]
+async fn a_nul_character_in_a_fetched_name_is_dropped_not_fatal_to_the_run() {
+    let s = setup().await;
+    s.add(NewMember::new("nul@example.com").name("\u{0}Ha\u{0}na", "Kato"));
+    s.add(NewMember::new("next@example.com").name("Rory", "Dunn"));
+
+    let run = s.fetch_one(Mode::Full).await;
+
+    assert_eq!((run.state.as_str(), run.members_written), ("succeeded", 2));
+    let contact = s.app.get_contact("nul@example.com").await.unwrap();
+    assert_eq!(contact.name, "Hana Kato");
+    assert!(s.app.get_contact("next@example.com").await.is_ok());
+}
+
+#[tokio::test]
 async fn a_dropped_connection_fails_the_run_and_leaves_the_watermark() {
     let s = setup_with(test_settings(0)).await;
     s.fake.add_synthetic_members(LIST, 1500);

@@ -772,6 +772,28 @@ async fn replaying_a_failed_event_gives_its_new_outcome() {
 }
 
 #[tokio::test]
+async fn an_overlong_member_id_fails_its_event_on_every_backend_and_spares_the_next() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let overlong =
+        bodies::subscribe(LIST_A, "long@example.com", T1).with("data[id]", &"f".repeat(20_000));
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &overlong).await,
+        "failed"
+    );
+    let failed = app.latest_event(account_id).await;
+    assert!(failed.error.contains("data[id]"), "{}", failed.error);
+    assert_absent(&app, "long@example.com").await;
+
+    let next = bodies::subscribe(LIST_A, "next@example.com", T1);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &next).await,
+        "applied"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn replaying_an_unknown_event_is_not_found() {
     let app = TestApp::spawn().await;
     let request = pb::ReplayWebhookEventRequest { id: 987_654 };
