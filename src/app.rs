@@ -220,6 +220,11 @@ pub async fn start(
         tokio::spawn(crate::grpc::serve(grpc_server, grpc, stop.subscribe())),
     ];
     crate::grpc::mark_serving(&health).await;
+    tokio::spawn(crate::grpc::follow_database(
+        health,
+        state.store.clone(),
+        stop.subscribe(),
+    ));
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(
         http.addr = %http_addr,

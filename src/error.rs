@@ -128,8 +128,14 @@ impl fmt::Display for CauseChain<'_> {
             Some(cause) => Some(cause.as_ref()),
             None => None,
         };
+        // A cause that only repeats the text before it adds nothing.
+        let mut last = self.0.message.clone();
         while let Some(error) = next {
-            write!(f, ": {error}")?;
+            let text = error.to_string();
+            if text != last {
+                write!(f, ": {text}")?;
+                last = text;
+            }
             next = error.source();
         }
         Ok(())
@@ -170,6 +176,16 @@ impl From<AppError> for tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_that_repeats_the_message_is_shown_once() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = AppError::from(StoreError::Unavailable(Box::new(refused)));
+        assert_eq!(
+            format!("{error:?}"),
+            "Unavailable: the database is unavailable: refused"
+        );
+    }
 
     #[test]
     fn store_errors_map_to_their_kinds() {

@@ -10,6 +10,8 @@ mod convert;
 mod events;
 mod fetch;
 
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -19,6 +21,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::app::AppState;
+use crate::store::Store;
 use crate::tls::TlsPem;
 use auth::{AuthLayer, BearerToken};
 
@@ -95,12 +98,49 @@ pub fn server(
 }
 
 pub async fn mark_serving(health: &HealthReporter) {
-    health.set_service_status("", ServingStatus::Serving).await;
+    set_status(health, ServingStatus::Serving).await;
+}
+
+async fn set_status(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
     for service in SERVICES {
-        health
-            .set_service_status(service, ServingStatus::Serving)
-            .await;
+        health.set_service_status(service, status).await;
     }
+}
+
+/// How often health looks at the database.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps gRPC health in step with `/readyz`: not serving while the database does not
+/// answer, serving again once it does, and not serving from the moment the service stops.
+pub async fn follow_database(
+    health: HealthReporter,
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut serving = true;
+    let mut every = tokio::time::interval(HEALTH_CHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            _ = every.tick() => {}
+        }
+        let store = store.clone();
+        let ready = tokio::task::spawn_blocking(move || store.is_ready())
+            .await
+            .unwrap_or(false);
+        if ready != serving {
+            serving = ready;
+            let status = match ready {
+                true => ServingStatus::Serving,
+                false => ServingStatus::NotServing,
+            };
+            tracing::info!(serving, "gRPC health follows the database");
+            set_status(&health, status).await;
+        }
+    }
+    set_status(&health, ServingStatus::NotServing).await;
 }
 
 /// Serves until `stop` turns true, then lets the calls in flight finish.

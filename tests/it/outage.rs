@@ -1,6 +1,9 @@
 //! The database going away: webhooks answer 503 (Mailchimp retries later) without storing a
 //! half, readiness fails, and the service recovers by itself once the database is back.
 
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
 use crate::bodies;
 use crate::helpers::TestApp;
 
@@ -21,11 +24,22 @@ async fn an_unreachable_database_answers_503_and_the_service_recovers() {
         !text.contains("sqlite") && !text.contains("postgres"),
         "no internals: {text}"
     );
+    let mut health = app
+        .health()
+        .watch(HealthCheckRequest::default())
+        .await
+        .expect("health watched")
+        .into_inner();
     if on_postgres() {
         // SQLite keeps serving reads under another writer's lock; PostgreSQL is gone.
         assert_eq!(app.get(&app.http_url("/readyz")).await.0, 503);
+        assert_eq!(next_status(&mut health).await, ServingStatus::Serving);
+        assert_eq!(next_status(&mut health).await, ServingStatus::NotServing);
     }
     drop(outage);
+    if on_postgres() {
+        assert_eq!(next_status(&mut health).await, ServingStatus::Serving);
+    }
 
     assert_eq!(
         app.post_webhook(&url, second).await.0,
@@ -37,6 +51,16 @@ async fn an_unreachable_database_answers_503_and_the_service_recovers() {
     let events = app.events_of(account_id).await;
     assert_eq!(events.len(), 2, "the refused delivery left nothing behind");
     app.shutdown().await;
+}
+
+/// The next status the health stream reports; the bound is for a failure, never a wait.
+async fn next_status(health: &mut tonic::Streaming<HealthCheckResponse>) -> ServingStatus {
+    let next = tokio::time::timeout(std::time::Duration::from_secs(30), health.message());
+    let response = next.await.expect("a status within the bound");
+    let response = response
+        .expect("the stream works")
+        .expect("the stream goes on");
+    ServingStatus::try_from(response.status).expect("a known status")
 }
 
 fn on_postgres() -> bool {
