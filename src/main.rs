@@ -112,7 +112,7 @@ struct ServeArgs {
     #[command(flatten)]
     database: DatabaseArgs,
 
-    /// Address of the HTTP listener (webhooks, /healthz, /readyz).
+    /// Address of the HTTP listener (webhooks, /healthz, /readyz, /metrics).
     #[arg(long, env = "MAILCHIMP_SYNC_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
 

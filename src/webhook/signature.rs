@@ -64,8 +64,14 @@ fn parse(header: &str) -> Result<(i64, Vec<Vec<u8>>), SignatureError> {
     let mut signatures = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
+            // Digits only, so that the number signed is the text sent (no sign, no padding
+            // a parser would accept).
             Some(("t", value)) => {
-                timestamp = Some(value.parse().map_err(|_| SignatureError::Malformed)?)
+                let canonical = !value.is_empty()
+                    && value.bytes().all(|b| b.is_ascii_digit())
+                    && (value == "0" || !value.starts_with('0'));
+                let parsed = value.parse().ok().filter(|_| canonical);
+                timestamp = Some(parsed.ok_or(SignatureError::Malformed)?);
             }
             Some(("v1", value)) => {
                 signatures.push(hex::decode(value).map_err(|_| SignatureError::Malformed)?)
@@ -84,6 +90,18 @@ mod tests {
     use super::*;
 
     const BODY: &[u8] = b"type=subscribe&fired_at=2026-03-02+09%3A15%3A01";
+
+    #[test]
+    fn a_timestamp_is_digits_exactly_as_signed() {
+        let header = sign("s3cret", 1_000_000, BODY);
+        let signature = header.split_once(',').expect("two parts").1;
+        for t in ["+1000000", "01000000", " 1000000x", "-1000000", "1e6"] {
+            let odd = format!("t={t},{signature}");
+            let refused = verify("s3cret", Some(&odd), BODY, 1_000_000);
+            assert_eq!(refused, Err(SignatureError::Malformed), "{odd}");
+        }
+        assert_eq!(verify("s3cret", Some(&header), BODY, 1_000_000), Ok(()));
+    }
 
     #[test]
     fn a_signature_made_with_the_secret_verifies() {
