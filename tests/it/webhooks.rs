@@ -391,6 +391,26 @@ async fn an_email_change_after_a_profile_with_the_new_address_leaves_one_contact
 }
 
 #[tokio::test]
+async fn an_email_change_that_only_changes_case_keeps_the_member_and_takes_the_new_spelling() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let (old, new) = ("Robin.Vale@Example.com", "robin.vale@example.COM");
+    post_and_outcome(&app, account_id, &url, &bodies::subscribe(LIST_A, old, T1)).await;
+    let upemail = bodies::upemail(LIST_A, old, new, T2);
+    assert_eq!(
+        post_and_outcome(&app, account_id, &url, &upemail).await,
+        "applied"
+    );
+
+    let contact = app.get_contact(new).await.expect("the member stays");
+    assert_eq!(statuses(&contact), [subscribed(LIST_A)]);
+    assert_eq!(contact.email, new, "the address as Mailchimp now spells it");
+    assert_eq!(contact.email_normalized, "robin.vale@example.com");
+    assert_eq!(app.all_contacts().await.len(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_email_change_to_an_address_on_another_list_merges_the_contacts() {
     let app = TestApp::spawn().await;
     let (account_id, url) = app.create_account().await;
