@@ -41,6 +41,9 @@ pub struct Config {
     /// How long a shutdown waits for open connections to finish their requests; a client
     /// that never finishes one does not hold the service up longer.
     pub drain_limit: Duration,
+    /// How long an HTTP client may take to send a request's head (or, between requests on
+    /// a kept-alive connection, to start the next one) before it is disconnected.
+    pub header_read_timeout: Duration,
 }
 
 /// Everything a request handler may use; cheap to clone.
@@ -215,6 +218,7 @@ pub async fn start(
             http,
             http_tls,
             state.clone(),
+            config.header_read_timeout,
             stop.subscribe(),
         )),
         tokio::spawn(crate::grpc::serve(grpc_server, grpc, stop.subscribe())),

@@ -12,6 +12,9 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
@@ -48,26 +51,51 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
-    mut stop: watch::Receiver<bool>,
+    header_timeout: Duration,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let shutdown = async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
-    };
     let router = router(state);
     match tls {
         Some(config) => {
             let listener = TlsListener::new(listener, config)?;
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await?
+            accept_loop(listener, router, header_timeout, stop).await
         }
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await?
-        }
+        None => accept_loop(listener, router, header_timeout, stop).await,
     }
     Ok(())
+}
+
+/// Accepts connections until `stop`, each served as HTTP/1.1 with a deadline for its
+/// request heads: a client that connects and sends nothing, or half a request line, is
+/// disconnected instead of holding a socket for as long as it likes. Then waits for the
+/// connections to finish their requests in flight.
+async fn accept_loop<L>(
+    mut listener: L,
+    router: Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    L: axum::serve::Listener,
+{
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        let (io, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "http connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 async fn healthz() -> &'static str {

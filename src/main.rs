@@ -248,6 +248,7 @@ fn config(database: &DatabaseArgs) -> Config {
         grpc_tls: None,
         grpc_token: None,
         drain_limit: std::time::Duration::from_secs(10),
+        header_read_timeout: std::time::Duration::from_secs(30),
     }
 }
 

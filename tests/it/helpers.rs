@@ -178,6 +178,7 @@ pub fn test_config(database_url: String, http_port: u16) -> Config {
         grpc_tls: None,
         grpc_token: None,
         drain_limit: std::time::Duration::from_secs(10),
+        header_read_timeout: std::time::Duration::from_secs(30),
     }
 }
 

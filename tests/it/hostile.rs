@@ -119,3 +119,30 @@ fn any_body_is_answered_without_a_5xx_and_stored_as_one_event() {
     runtime.block_on(app.shutdown());
     result.expect("every hostile body handled");
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_a_request_head_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn_with(|config| {
+        config.header_read_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let half_sent: [&[u8]; 3] = [b"", b"GET /heal", b"GET /healthz HTTP/1.1\r\nHost: a\r\n"];
+    for bytes in half_sent {
+        let mut stream = tokio::net::TcpStream::connect(app.http_addr)
+            .await
+            .expect("connects");
+        stream.write_all(bytes).await.expect("sent");
+        // The bound is for a failure; the server closes long before it.
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(30), read).await;
+        assert!(closed.is_ok(), "still open after {bytes:?}");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(!answer.contains("200 OK"), "{answer}");
+    }
+    // Whole requests are still served.
+    assert_eq!(app.get(&app.http_url("/healthz")).await.0, 200);
+    app.shutdown().await;
+}
