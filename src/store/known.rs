@@ -85,20 +85,12 @@ impl Ids {
 
     fn take(&mut self, conn: &mut DbConnection, table: &'static str) -> StoreResult<i64> {
         loop {
-            match &mut self.reserved {
-                Some(super::Reserved::From(next)) => {
-                    *next += 1;
-                    return Ok(*next - 1);
-                }
-                Some(super::Reserved::These(ids)) if !ids.is_empty() => {
-                    return Ok(ids.pop().expect("not empty"));
-                }
-                _ => {
-                    let block = (Self::FIRST_BLOCK << self.blocks.min(6)).min(Self::LARGEST_BLOCK);
-                    self.blocks += 1;
-                    self.reserved = Some(super::reserve_ids(conn, table, block)?);
-                }
+            if let Some(id) = self.reserved.as_mut().and_then(super::Reserved::next) {
+                return Ok(id);
             }
+            let block = (Self::FIRST_BLOCK << self.blocks.min(6)).min(Self::LARGEST_BLOCK);
+            self.blocks += 1;
+            self.reserved = Some(super::reserve_ids(conn, table, block)?);
         }
     }
 }

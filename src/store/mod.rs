@@ -58,6 +58,19 @@ pub(crate) enum Reserved {
     These(Vec<i64>),
 }
 
+impl Reserved {
+    /// The next id reserved, if any is left.
+    pub(crate) fn next(&mut self) -> Option<i64> {
+        match self {
+            Reserved::From(next) => {
+                *next += 1;
+                Some(*next - 1)
+            }
+            Reserved::These(ids) => ids.pop(),
+        }
+    }
+}
+
 #[derive(diesel::QueryableByName)]
 struct Id {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
