@@ -7,6 +7,8 @@
 //! subscription leaves a tombstone with the removal time, so an older event that arrives
 //! late cannot bring the member back.
 
+use std::sync::Arc;
+
 use chrono::NaiveDateTime;
 use serde_json::{Map, Value};
 
@@ -17,7 +19,7 @@ use crate::store::contacts::{self, ContactRow, NewContact, Profile};
 use crate::store::known::Known;
 use crate::store::lists::ListRow;
 use crate::store::subscriptions::{self, MemberState, SubscriptionRow};
-use crate::store::{DbConnection, StoreResult, changes};
+use crate::store::{DbConnection, IdPool, StoreResult, changes};
 use crate::webhook::event::{Event, MemberData};
 
 /// What became of one webhook event.
@@ -88,6 +90,7 @@ pub fn apply(
 /// touch looked up once for the page; returns how many changed something.
 pub fn apply_fetched_page(
     conn: &mut DbConnection,
+    ids: &Arc<IdPool>,
     list: &ListRow,
     members: &[ApiMember],
     seen_by: Option<i64>,
@@ -100,7 +103,7 @@ pub fn apply_fetched_page(
     let emails: Vec<&str> = emails.iter().map(|e| e.normalized.as_str()).collect();
     let audience = [(list.account_id, list.mailchimp_list_id.as_str())];
     let mut known = Known::load(conn, &audience, &emails)?.with_list(list);
-    known.defer_writes();
+    known.defer_writes(ids);
     let mut written = 0;
     for member in members {
         let outcome = apply_fetched(conn, &mut known, list, member, seen_by, now)?;

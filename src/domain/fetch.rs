@@ -424,11 +424,12 @@ impl Fetcher {
     ) -> Result<i64, RunError> {
         let list = list.clone();
         let seen_by = full.then_some(run_id);
+        let ids = Arc::clone(self.store.ids());
         let written = self
             .store
             .write(move |conn| {
                 let now = crate::now();
-                let written = apply::apply_fetched_page(conn, &list, &members, seen_by, now)?;
+                let written = apply::apply_fetched_page(conn, &ids, &list, &members, seen_by, now)?;
                 fetch_runs::record_page(conn, run_id, members.len() as i64, written, now)?;
                 Ok(written)
             })

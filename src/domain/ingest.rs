@@ -20,7 +20,9 @@ use crate::domain::apply::{self, Applied, Outcome};
 use crate::error::{AppError, AppResult, Kind};
 use crate::store::events::NewEvent;
 use crate::store::known::Known;
-use crate::store::{DbConnection, Store, StoreError, StoreResult, changes, events};
+use crate::store::{
+    DbConnection, HeldConnection, IdPool, Store, StoreError, StoreResult, changes, events,
+};
 use crate::webhook::event::{self, Envelope, Event, RawEvent, Rejection};
 
 /// The most events one transaction takes.
@@ -89,15 +91,15 @@ impl Delivery {
     }
 
     /// The row that stores the delivery with its outcome.
-    fn row<'a>(&'a self, applied: &'a Applied) -> NewEvent<'a> {
+    fn row(&self, applied: &Applied) -> NewEvent {
         NewEvent {
             account_id: self.account_id,
-            mailchimp_list_id: self.header.as_ref().and_then(|h| h.list_id.as_deref()),
-            event_type: self.header.as_ref().map(|h| h.event_type.as_str()),
+            mailchimp_list_id: self.header.as_ref().and_then(|h| h.list_id.clone()),
+            event_type: self.header.as_ref().map(|h| h.event_type.clone()),
             fired_at: self.header.as_ref().map(|h| h.fired_at),
-            raw_body: &self.body,
+            raw_body: self.body.to_vec(),
             outcome: applied.outcome.as_str(),
-            error: applied.note.as_deref(),
+            error: applied.note.clone(),
             received_date: self.received,
         }
     }
@@ -220,6 +222,8 @@ impl Ingestor {
 }
 
 fn write_loop(store: &Store, feed: &watch::Sender<i64>, mut queue: mpsc::Receiver<Message>) {
+    // The writer keeps its connection from one batch to the next.
+    let mut held = None;
     while let Some(first) = queue.blocking_recv() {
         let mut batch = Vec::new();
         let mut next = Some(first);
@@ -235,7 +239,7 @@ fn write_loop(store: &Store, feed: &watch::Sender<i64>, mut queue: mpsc::Receive
             };
         }
         if !batch.is_empty() {
-            let result = write_batch(store, &batch);
+            let result = write_batch(store, &mut held, &batch);
             answer(batch, result, feed);
         }
     }
@@ -249,13 +253,25 @@ struct Written {
 }
 
 /// Writes the batch together; if any event of it cannot be written that way, writes it
-/// again event by event, each isolated from the others.
-fn write_batch(store: &Store, batch: &[Job]) -> StoreResult<Written> {
-    match store.write_blocking(|conn| write_together(conn, batch)) {
+/// again event by event, each isolated from the others. `held` is the writer's connection,
+/// kept between batches: when the database is found unavailable on it (it may have been
+/// cut while idle), the batch is tried once more on a connection the pool has checked.
+fn write_batch(
+    store: &Store,
+    held: &mut Option<HeldConnection>,
+    batch: &[Job],
+) -> StoreResult<Written> {
+    let together = |conn: &mut DbConnection| write_together(conn, store.ids(), batch);
+    let was_held = held.is_some();
+    let mut result = store.write_held(held, together);
+    if was_held && matches!(result, Err(StoreError::Unavailable(_))) {
+        result = store.write_held(held, together);
+    }
+    match result {
         Err(StoreError::Unavailable(error)) => Err(StoreError::Unavailable(error)),
         Err(error) => {
             tracing::debug!(error = %error, events = batch.len(), "webhook batch written event by event");
-            store.write_blocking(|conn| write_isolated(conn, batch))
+            store.write_held(held, |conn| write_isolated(conn, batch))
         }
         written => written,
     }
@@ -263,9 +279,13 @@ fn write_batch(store: &Store, batch: &[Job]) -> StoreResult<Written> {
 
 /// Applies the batch with the rows it touches looked up once, and stores its events and
 /// change-feed entries in a few statements. Any error fails the whole batch.
-fn write_together(conn: &mut DbConnection, batch: &[Job]) -> StoreResult<Written> {
+fn write_together(
+    conn: &mut DbConnection,
+    ids: &Arc<IdPool>,
+    batch: &[Job],
+) -> StoreResult<Written> {
     let mut known = known_for(conn, batch)?;
-    known.defer_writes();
+    known.defer_writes(ids);
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
         let delivery = &job.delivery;
@@ -282,7 +302,7 @@ fn write_together(conn: &mut DbConnection, batch: &[Job]) -> StoreResult<Written
         };
         outcomes.push(applied);
     }
-    let rows: Vec<NewEvent<'_>> = batch
+    let rows: Vec<NewEvent> = batch
         .iter()
         .zip(&outcomes)
         .map(|(job, applied)| job.delivery.row(applied))
@@ -412,9 +432,9 @@ fn store_isolated(
                 mailchimp_list_id: None,
                 event_type: None,
                 fired_at: None,
-                raw_body: &delivery.body,
+                raw_body: delivery.body.to_vec(),
                 outcome: Outcome::Failed.as_str(),
-                error: Some(note),
+                error: Some(note.to_owned()),
                 received_date: delivery.received,
             };
             events::insert(conn, &new)?;
@@ -661,11 +681,14 @@ mod tests {
     fn together_equals_isolated(bodies: &[Bytes]) -> Vec<Outcome> {
         let (_dir, together, account_id) = fresh_store();
         let batch = jobs(account_id, bodies.to_vec());
-        let written = match together.write_blocking(|conn| write_together(conn, &batch)) {
-            Ok(written) => written,
-            Err(StoreError::Conflict(_)) => write_batch(&together, &batch).expect("written"),
-            Err(error) => panic!("the batch is written together, or conflicts: {error:?}"),
-        };
+        let written =
+            match together.write_blocking(|conn| write_together(conn, together.ids(), &batch)) {
+                Ok(written) => written,
+                Err(StoreError::Conflict(_)) => {
+                    write_batch(&together, &mut None, &batch).expect("written")
+                }
+                Err(error) => panic!("the batch is written together, or conflicts: {error:?}"),
+            };
         let (_dir2, isolated, account_id2) = fresh_store();
         let batch2 = jobs(account_id2, bodies.to_vec());
         let expected = isolated

@@ -6,7 +6,7 @@ use diesel::dsl::max;
 use diesel::prelude::*;
 
 use super::schema::sync_change as table;
-use super::{DbConnection, StoreResult, on_backend};
+use super::{DbConnection, StoreResult};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = table)]
@@ -43,13 +43,13 @@ pub fn insert_all(conn: &mut DbConnection, changes: &[NewChange]) -> StoreResult
 /// sequence of the last one, if any.
 pub fn insert_many(conn: &mut DbConnection, changes: &[NewChange]) -> StoreResult<Option<i64>> {
     let mut last = None;
-    for rows in changes.chunks(super::MAX_ROWS_PER_INSERT) {
-        let ids: Vec<i64> = on_backend!(&mut *conn, c => diesel::insert_into(table::table)
-            .values(rows)
-            .returning(table::id)
-            .get_results(c))?;
-        last = last.max(ids.into_iter().max());
-    }
+    super::in_pieces!(&mut *conn, changes, |c, rows| diesel::insert_into(
+        table::table
+    )
+    .values(rows)
+    .returning(table::id)
+    .get_results::<i64>(c)
+    .map(|ids| last = last.max(ids.into_iter().max())));
     Ok(last)
 }
 

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::webhook_event as table;
-use super::{DbConnection, StoreResult, on_backend};
+use super::{DbConnection, StoreResult};
 
 /// An event without its body, for listings.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -30,20 +30,22 @@ diesel::define_sql_function! {
     fn length(x: diesel::sql_types::Binary) -> diesel::sql_types::Integer;
 }
 
+/// A new event. It owns what it holds, so that on SQLite a batch of them is inserted by
+/// statements the connection keeps prepared (see [`super::in_pieces`]).
 #[derive(Debug, Insertable)]
 #[diesel(table_name = table, treat_none_as_default_value = false)]
-pub struct NewEvent<'a> {
+pub struct NewEvent {
     pub account_id: i64,
-    pub mailchimp_list_id: Option<&'a str>,
-    pub event_type: Option<&'a str>,
+    pub mailchimp_list_id: Option<String>,
+    pub event_type: Option<String>,
     pub fired_at: Option<NaiveDateTime>,
-    pub raw_body: &'a [u8],
-    pub outcome: &'a str,
-    pub error: Option<&'a str>,
+    pub raw_body: Vec<u8>,
+    pub outcome: &'static str,
+    pub error: Option<String>,
     pub received_date: NaiveDateTime,
 }
 
-pub fn insert(conn: &mut DbConnection, new: &NewEvent<'_>) -> StoreResult<()> {
+pub fn insert(conn: &mut DbConnection, new: &NewEvent) -> StoreResult<()> {
     diesel::insert_into(table::table)
         .values(new)
         .execute(conn)?;
@@ -51,10 +53,10 @@ pub fn insert(conn: &mut DbConnection, new: &NewEvent<'_>) -> StoreResult<()> {
 }
 
 /// Inserts the events in as few statements as the backend allows, in order.
-pub fn insert_many(conn: &mut DbConnection, new: &[NewEvent<'_>]) -> StoreResult<()> {
-    for rows in new.chunks(super::MAX_ROWS_PER_INSERT) {
-        on_backend!(&mut *conn, c => diesel::insert_into(table::table).values(rows).execute(c))?;
-    }
+pub fn insert_many(conn: &mut DbConnection, new: &[NewEvent]) -> StoreResult<()> {
+    super::in_pieces!(&mut *conn, new, |c, rows| diesel::insert_into(table::table)
+        .values(rows)
+        .execute(c));
     Ok(())
 }
 

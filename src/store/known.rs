@@ -22,6 +22,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 
@@ -29,7 +30,7 @@ use super::changes::{self, NewChange};
 use super::contacts::{self, ContactRow, NewContact, Profile};
 use super::lists::{self, ListRow};
 use super::subscriptions::{self, MemberState, SubscriptionRow};
-use super::{DbConnection, StoreError, StoreResult, blacklist};
+use super::{DbConnection, IdPool, StoreError, StoreResult, blacklist};
 
 #[derive(Default)]
 pub struct Known {
@@ -53,7 +54,6 @@ pub struct Known {
 }
 
 /// What [`Known::flush`] has to write.
-#[derive(Default)]
 struct Pending {
     changes: Vec<NewChange>,
     /// Contacts to write as held, by id: existing ones first, then new ones in order.
@@ -70,27 +70,48 @@ struct Pending {
     subscription_ids: Ids,
 }
 
-/// Ids taken from a table's sequence and not used yet. A PostgreSQL sequence hands them
-/// out in blocks that double from a small first one: a batch that adds a few rows wastes
-/// few ids and little time, and one that adds many takes them in a few queries.
-#[derive(Default)]
+impl Pending {
+    fn new(ids: &Arc<IdPool>) -> Pending {
+        let ids = || Ids {
+            pool: Arc::clone(ids),
+            next_free: None,
+        };
+        Pending {
+            changes: Vec::new(),
+            contacts: BTreeSet::new(),
+            new_contacts: HashSet::new(),
+            deleted_contacts: Vec::new(),
+            subscriptions: BTreeSet::new(),
+            new_subscriptions: HashSet::new(),
+            deleted_subscriptions: Vec::new(),
+            tombstones: BTreeSet::new(),
+            blacklist: Vec::new(),
+            contact_ids: ids(),
+            subscription_ids: ids(),
+        }
+    }
+}
+
+/// Where a held-back write takes the ids of new rows: on SQLite, counting up from the first
+/// free id, read once per transaction; on PostgreSQL, from the store's pool.
 struct Ids {
-    reserved: Option<super::Reserved>,
-    blocks: u32,
+    pool: Arc<IdPool>,
+    /// SQLite's next free id, once read.
+    next_free: Option<i64>,
 }
 
 impl Ids {
-    const FIRST_BLOCK: i64 = 16;
-    const LARGEST_BLOCK: i64 = 1024;
-
     fn take(&mut self, conn: &mut DbConnection, table: &'static str) -> StoreResult<i64> {
-        loop {
-            if let Some(id) = self.reserved.as_mut().and_then(super::Reserved::next) {
-                return Ok(id);
+        match conn {
+            DbConnection::Postgresql(c) => self.pool.take(c, table),
+            DbConnection::Sqlite(c) => {
+                let next = match self.next_free {
+                    Some(next) => next,
+                    None => super::first_free_sqlite_id(c, table)?,
+                };
+                self.next_free = Some(next + 1);
+                Ok(next)
             }
-            let block = (Self::FIRST_BLOCK << self.blocks.min(6)).min(Self::LARGEST_BLOCK);
-            self.blocks += 1;
-            self.reserved = Some(super::reserve_ids(conn, table, block)?);
         }
     }
 }
@@ -201,9 +222,10 @@ impl Known {
         *self = Known::new();
     }
 
-    /// From now on, writes are held back until [`Known::flush`].
-    pub fn defer_writes(&mut self) {
-        self.pending.get_or_insert_with(Pending::default);
+    /// From now on, writes are held back until [`Known::flush`]; new rows take their ids
+    /// from `ids`.
+    pub fn defer_writes(&mut self, ids: &Arc<IdPool>) {
+        self.pending.get_or_insert_with(|| Pending::new(ids));
     }
 
     /// Writes what was held back: changed rows, change-feed entries in the order recorded,
@@ -213,11 +235,11 @@ impl Known {
         if let Some(mut pending) = self.pending.take() {
             let last = self.write(conn, &mut pending)?;
             self.last_sequence = last.or(self.last_sequence);
-            self.pending = Some(Pending {
-                contact_ids: pending.contact_ids,
-                subscription_ids: pending.subscription_ids,
-                ..Pending::default()
-            });
+            // Ids already taken carry on.
+            let mut next = Pending::new(&pending.contact_ids.pool);
+            next.contact_ids = pending.contact_ids;
+            next.subscription_ids = pending.subscription_ids;
+            self.pending = Some(next);
         }
         let mut seen = std::mem::take(&mut self.seen);
         seen.sort_unstable();

@@ -21,6 +21,7 @@ pub mod lists;
 pub mod schema;
 pub mod subscriptions;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -49,70 +50,116 @@ fn in_chunks<T, R>(
     Ok(rows)
 }
 
-/// Ids for new rows, taken before the rows are written.
-#[derive(Debug)]
-pub(crate) enum Reserved {
-    /// Every id from this one on (SQLite).
-    From(i64),
-    /// These ids (PostgreSQL), the next to use last.
-    These(Vec<i64>),
-}
-
-impl Reserved {
-    /// The next id reserved, if any is left.
-    pub(crate) fn next(&mut self) -> Option<i64> {
-        match self {
-            Reserved::From(next) => {
-                *next += 1;
-                Some(*next - 1)
-            }
-            Reserved::These(ids) => ids.pop(),
-        }
-    }
-}
-
 #[derive(diesel::QueryableByName)]
 struct Id {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     id: i64,
 }
 
-/// Reserves ids for new rows of `table` (a table with an `id` from a sequence). Only
-/// writers call it, inside their write transaction. On SQLite that transaction holds the
-/// database's write lock, so every id above the table's `AUTOINCREMENT` sequence is the
-/// writer's until it commits; PostgreSQL hands a block out of the sequence itself (ids not
-/// used leave a gap, as a rolled-back insert would), `count` of them.
-pub(crate) fn reserve_ids(
-    conn: &mut DbConnection,
+/// The first id above every row of `table` (a table with an `AUTOINCREMENT` id) on SQLite.
+/// Only writers call it, inside their write transaction: that transaction holds the
+/// database's write lock, so every id from there on is the writer's until it commits.
+pub(crate) fn first_free_sqlite_id(
+    conn: &mut SqliteConnection,
     table: &'static str,
-    count: i64,
-) -> StoreResult<Reserved> {
-    use diesel::sql_types::{BigInt, Text};
-    match conn {
-        DbConnection::Sqlite(c) => {
-            let seq = diesel::sql_query("SELECT seq AS id FROM sqlite_sequence WHERE name = ?")
-                .bind::<Text, _>(table)
-                .get_result::<Id>(c)
-                .optional()?;
-            Ok(Reserved::From(seq.map_or(0, |seq| seq.id) + 1))
+) -> StoreResult<i64> {
+    let seq = diesel::sql_query("SELECT seq AS id FROM sqlite_sequence WHERE name = ?")
+        .bind::<diesel::sql_types::Text, _>(table)
+        .get_result::<Id>(conn)
+        .optional()?;
+    Ok(seq.map_or(0, |seq| seq.id) + 1)
+}
+
+/// Ids for new rows taken from PostgreSQL's sequences before the rows are written, kept by
+/// the store from one transaction to the next. A sequence hands ids out outside any
+/// transaction, so ids one batch took and did not use serve the next batch; ids never used
+/// leave a gap, as a rolled-back insert would. Blocks double from a small first one, so a
+/// quiet service takes few and a burst takes them in few queries.
+#[derive(Debug, Default)]
+pub struct IdPool {
+    tables: Mutex<HashMap<&'static str, Block>>,
+}
+
+#[derive(Debug, Default)]
+struct Block {
+    /// The ids left, the next to use last.
+    ids: Vec<i64>,
+    /// How many blocks this table took so far.
+    taken: u32,
+}
+
+impl IdPool {
+    const FIRST_BLOCK: i64 = 16;
+    const LARGEST_BLOCK: i64 = 1024;
+
+    /// The next id for a new row of `table` (a table with an `id` from a sequence).
+    pub(crate) fn take(&self, conn: &mut PgConnection, table: &'static str) -> StoreResult<i64> {
+        let mut tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        let block = tables.entry(table).or_default();
+        if let Some(id) = block.ids.pop() {
+            return Ok(id);
         }
-        DbConnection::Postgresql(c) => {
-            let ids = diesel::sql_query(
-                "SELECT nextval(pg_get_serial_sequence($1, 'id')) AS id \
-                 FROM generate_series(1, $2)",
-            )
-            .bind::<Text, _>(table)
-            .bind::<BigInt, _>(count)
-            .load::<Id>(c)?;
-            Ok(Reserved::These(
-                ids.into_iter().rev().map(|id| id.id).collect(),
-            ))
-        }
+        let count = (Self::FIRST_BLOCK << block.taken.min(6)).min(Self::LARGEST_BLOCK);
+        let ids = diesel::sql_query(
+            "SELECT nextval(pg_get_serial_sequence($1, 'id')) AS id \
+             FROM generate_series(1, $2)",
+        )
+        .bind::<diesel::sql_types::Text, _>(table)
+        .bind::<diesel::sql_types::BigInt, _>(count)
+        .load::<Id>(conn)?;
+        block.taken += 1;
+        block.ids = ids.into_iter().rev().map(|id| id.id).collect();
+        block
+            .ids
+            .pop()
+            .ok_or(StoreError::Query(DieselError::NotFound))
     }
 }
 
 /// The most rows one multi-row `INSERT` carries, well inside both backends' parameter limits.
 pub const MAX_ROWS_PER_INSERT: usize = 500;
+
+/// Runs a multi-row statement over `rows` in pieces: `$body` runs once per piece, with `$c`
+/// the concrete connection and `$piece` the rows, and its error ends the loop.
+///
+/// On PostgreSQL a piece is a slice of up to [`MAX_ROWS_PER_INSERT`] rows, so that a batch
+/// takes one round trip per table. On SQLite, where there is no round trip to save but
+/// preparing a statement of many rows costs about as much as running it, a piece is an
+/// array of 256, 32, 4 or 1 rows: a plain `INSERT` over an array of rows that own their
+/// values has a fixed shape, which diesel prepares once per connection and keeps. (It
+/// keeps no upsert or update, so those are better left as few statements as possible.)
+macro_rules! in_pieces {
+    ($conn:expr, $rows:expr, |$c:ident, $piece:ident| $body:expr) => {{
+        let rows = $rows;
+        match $conn {
+            $crate::store::DbConnection::Postgresql($c) => {
+                for $piece in rows.chunks($crate::store::MAX_ROWS_PER_INSERT) {
+                    $body?;
+                }
+            }
+            $crate::store::DbConnection::Sqlite($c) => {
+                let mut rest = rows;
+                while let Some(($piece, tail)) = rest.split_first_chunk::<256>() {
+                    $body?;
+                    rest = tail;
+                }
+                while let Some(($piece, tail)) = rest.split_first_chunk::<32>() {
+                    $body?;
+                    rest = tail;
+                }
+                while let Some(($piece, tail)) = rest.split_first_chunk::<4>() {
+                    $body?;
+                    rest = tail;
+                }
+                for one in rest {
+                    let $piece = std::array::from_ref(one);
+                    $body?;
+                }
+            }
+        }
+    }};
+}
+pub(crate) use in_pieces;
 
 /// A connection to whichever database the URL named.
 #[derive(diesel::MultiConnection)]
@@ -277,6 +324,9 @@ impl CustomizeConnection<DbConnection, r2d2::Error> for SessionSetup {
 
 pub type Pool = r2d2::Pool<Manager>;
 
+/// A connection checked out of the pool.
+pub type HeldConnection = r2d2::PooledConnection<Manager>;
+
 /// The shared handle on the database: cheap to clone, safe to send across tasks.
 #[derive(Clone)]
 pub struct Store {
@@ -287,6 +337,7 @@ pub struct Store {
     /// poll, and a waiting writer holds no pooled connection.
     writer: Arc<Mutex<()>>,
     tokens: Arc<accounts::RecentTokens>,
+    ids: Arc<IdPool>,
 }
 
 impl Store {
@@ -304,6 +355,7 @@ impl Store {
             backend,
             writer: Arc::default(),
             tokens: Arc::default(),
+            ids: Arc::default(),
         })
     }
 
@@ -321,8 +373,13 @@ impl Store {
         &self.tokens
     }
 
+    /// Ids for new rows, shared by every writer of this store.
+    pub fn ids(&self) -> &Arc<IdPool> {
+        &self.ids
+    }
+
     /// A connection from the pool, blocking up to the pool's timeout.
-    pub fn connection(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
+    pub fn connection(&self) -> StoreResult<HeldConnection> {
         Ok(self.pool.get()?)
     }
 
@@ -368,6 +425,26 @@ impl Store {
         let _turn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut conn = self.connection()?;
         write_transaction(&mut conn, work)
+    }
+
+    /// Like [`Store::write_blocking`], on a connection the caller keeps from one call to the
+    /// next, which saves checking one out of the pool (and the pool's check of it) each
+    /// time. `held` is filled from the pool when empty, and emptied when the work fails, so
+    /// that the call after a failure starts on a connection the pool has just checked.
+    pub fn write_held<T, F>(&self, held: &mut Option<HeldConnection>, work: F) -> StoreResult<T>
+    where
+        F: FnOnce(&mut DbConnection) -> StoreResult<T>,
+    {
+        let _turn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = match held {
+            Some(conn) => conn,
+            None => held.insert(self.connection()?),
+        };
+        let result = write_transaction(conn, work);
+        if result.is_err() {
+            *held = None;
+        }
+        result
     }
 
     /// Applies every pending migration; returns the versions it ran.

@@ -100,6 +100,21 @@ impl Drop for Outage {
 }
 
 impl TestDb {
+    /// PostgreSQL: ends every session on the database, which stays open to new ones.
+    /// Returns how many sessions it ended; SQLite has none to end.
+    pub fn end_sessions(&self) -> usize {
+        let Cleanup::Postgres { admin_url, name } = &self.cleanup else {
+            return 0;
+        };
+        let mut admin = PgConnection::establish(admin_url).expect("the admin database");
+        let terminate = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        );
+        diesel::sql_query(terminate)
+            .execute(&mut admin)
+            .expect("backends terminated")
+    }
+
     pub fn outage(&self) -> Outage {
         match &self.cleanup {
             Cleanup::Sqlite { .. } => {
@@ -263,6 +278,15 @@ impl TestApp {
         let stopped = stopped.unwrap_or_else(|_| panic!("not stopped within {SHUTDOWN_BOUND:?}"));
         stopped.expect("the service stops cleanly");
         drop(db);
+    }
+
+    /// Ends the service's database sessions, as a database restart would; see
+    /// [`TestDb::end_sessions`].
+    pub fn end_database_sessions(&self) -> usize {
+        self.db
+            .as_ref()
+            .expect("the instance owns its database")
+            .end_sessions()
     }
 
     /// Cuts the service off its database until the guard is dropped.

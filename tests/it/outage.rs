@@ -53,6 +53,28 @@ async fn an_unreachable_database_answers_503_and_the_service_recovers() {
     app.shutdown().await;
 }
 
+/// PostgreSQL ending the sessions of idle connections (a restart, an administrator) costs
+/// no webhook: the writer keeps its connection between batches, finds it gone, and writes
+/// the batch on a new one.
+#[tokio::test]
+async fn sessions_ended_while_idle_cost_no_webhook() {
+    if !on_postgres() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let first = bodies::subscribe(LIST, "first@example.com", "2026-03-02 10:00:00").encode();
+    let second = bodies::subscribe(LIST, "second@example.com", "2026-03-02 10:01:00").encode();
+    assert_eq!(app.post_webhook(&url, first).await.0, 200);
+
+    assert!(app.end_database_sessions() > 0, "the service had sessions");
+    let (status, text) = app.post_webhook(&url, second).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(app.get_contact("second@example.com").await.is_ok());
+    assert_eq!(app.events_of(account_id).await.len(), 2);
+    app.shutdown().await;
+}
+
 /// The next status the health stream reports; the bound is for a failure, never a wait.
 async fn next_status(health: &mut tonic::Streaming<HealthCheckResponse>) -> ServingStatus {
     let next = tokio::time::timeout(std::time::Duration::from_secs(30), health.message());

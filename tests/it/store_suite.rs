@@ -241,13 +241,22 @@ fn a_full_fetch_marks_every_member_it_saw_new_or_already_stored() {
         .expect("a member")
     };
     let earlier = [member("known@example.org")];
-    apply_fetched_page(&mut conn, &list, &earlier, Some(1), at(9, 30)).expect("first run");
+    apply_fetched_page(
+        &mut conn,
+        m.store.ids(),
+        &list,
+        &earlier,
+        Some(1),
+        at(9, 30),
+    )
+    .expect("first run");
     let page = [
         member("known@example.org"),
         member("new@example.org"),
         member("other@example.org"),
     ];
-    apply_fetched_page(&mut conn, &list, &page, Some(2), at(10, 0)).expect("second run");
+    apply_fetched_page(&mut conn, m.store.ids(), &list, &page, Some(2), at(10, 0))
+        .expect("second run");
 
     let unseen_by = |conn: &mut DbConnection, run| {
         let rows = subscriptions::unseen(conn, list.id, run, at(23, 0), 500).expect("unseen");
