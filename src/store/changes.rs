@@ -43,13 +43,13 @@ pub fn insert_all(conn: &mut DbConnection, changes: &[NewChange]) -> StoreResult
 /// sequence of the last one, if any.
 pub fn insert_many(conn: &mut DbConnection, changes: &[NewChange]) -> StoreResult<Option<i64>> {
     let mut last = None;
-    super::in_pieces!(&mut *conn, changes, |c, rows| diesel::insert_into(
-        table::table
-    )
-    .values(rows)
-    .returning(table::id)
-    .get_results::<i64>(c)
-    .map(|ids| last = last.max(ids.into_iter().max())));
+    super::in_pieces!(&mut *conn, changes, |c, rows| {
+        let ids = diesel::insert_into(table::table)
+            .values(rows)
+            .returning(table::id)
+            .get_results::<i64>(c);
+        ids.map(|ids| last = last.max(ids.into_iter().max()))
+    });
     Ok(last)
 }
 
