@@ -46,9 +46,21 @@ pub struct Config {
     pub header_read_timeout: Duration,
 }
 
-/// Everything a request handler may use; cheap to clone.
+/// Everything a request handler may use. Every request clones it, so a clone is one shared
+/// count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub store: Store,
     pub ingestor: Ingestor,
     pub webhook_base: WebhookBase,
@@ -198,7 +210,7 @@ pub async fn start(
         Some(expression) => Some(crate::schedule::start(expression, fetcher.clone()).await?),
         None => None,
     };
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         store,
         ingestor,
         webhook_base,
@@ -207,7 +219,7 @@ pub async fn start(
         fetcher,
         stopping,
         metrics,
-    };
+    }));
     let protection = crate::grpc::Protection {
         tls: grpc_tls.as_ref(),
         token: config.grpc_token.as_ref(),
