@@ -5,6 +5,7 @@
 //! Every node is an object or a string: list-like keys (`a[0]`, `a[]`) become object keys,
 //! so an index chosen by the sender can never make us allocate in proportion to its value.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -55,35 +56,43 @@ pub fn decode(body: &[u8]) -> Result<Map<String, Value>, FormError> {
     Ok(tree.root)
 }
 
-fn decode_pair(pair: &[u8]) -> Result<(String, String), FormError> {
+fn decode_pair(pair: &[u8]) -> Result<(Cow<'_, str>, String), FormError> {
     let (raw_key, raw_value) = match pair.iter().position(|&b| b == b'=') {
         Some(at) => (&pair[..at], &pair[at + 1..]),
         None => (pair, &[][..]),
     };
     let key = unescape(raw_key);
-    match (
-        std::str::from_utf8(&key),
-        String::from_utf8(unescape(raw_value)),
-    ) {
+    let value = String::from_utf8(unescape(raw_value).into_owned());
+    let name = match key {
+        Cow::Borrowed(bytes) => std::str::from_utf8(bytes).map(Cow::Borrowed),
+        Cow::Owned(bytes) => String::from_utf8(bytes)
+            .map(Cow::Owned)
+            .map_err(|error| error.utf8_error()),
+    };
+    match (name, value) {
         (Ok(name), Ok(value)) if name.contains('\0') || value.contains('\0') => {
             Err(FormError::Nul {
-                key: name.to_owned(),
+                key: name.into_owned(),
             })
         }
-        (Ok(name), Ok(value)) => Ok((name.to_owned(), value)),
+        (Ok(name), Ok(value)) => Ok((name, value)),
         _ => Err(FormError::NotUtf8 {
-            key: String::from_utf8_lossy(&key).into_owned(),
+            key: String::from_utf8_lossy(&unescape(raw_key)).into_owned(),
         }),
     }
 }
 
-/// Form rules turn `+` into a space before percent-decoding, so `%2B` stays a plus.
-fn unescape(raw: &[u8]) -> Vec<u8> {
+/// Form rules turn `+` into a space before percent-decoding, so `%2B` stays a plus. Most
+/// names and values need neither, and are borrowed as they are.
+fn unescape(raw: &[u8]) -> Cow<'_, [u8]> {
+    if !raw.iter().any(|&b| b == b'+' || b == b'%') {
+        return Cow::Borrowed(raw);
+    }
     let spaced: Vec<u8> = raw
         .iter()
         .map(|&b| if b == b'+' { b' ' } else { b })
         .collect();
-    percent_decode(&spaced).collect()
+    Cow::Owned(percent_decode(&spaced).collect())
 }
 
 /// One step of a key path; `Append` is the empty bracket pair of `a[]`.
