@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::mail_blacklist as table;
-use super::{DbConnection, StoreResult, on_backend};
+use super::{DbConnection, Kept, StoreResult, on_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = table)]
@@ -74,10 +74,10 @@ pub fn add(
 /// The entries of these addresses, active or not.
 pub fn among(conn: &mut DbConnection, emails: &[&str]) -> StoreResult<Vec<BlacklistRow>> {
     super::in_chunks(emails, |emails| {
-        Ok(table::table
+        let query = table::table
             .filter(table::email.eq_any(emails))
-            .select(BlacklistRow::as_select())
-            .load(conn)?)
+            .select(BlacklistRow::as_select());
+        Ok(Kept(query).load(conn)?)
     })
 }
 

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{mailing_contact as table, mailing_subscription};
-use super::{DbConnection, StoreResult, on_backend};
+use super::{DbConnection, Kept, StoreResult, on_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = table, treat_none_as_default_value = false)]
@@ -168,10 +168,10 @@ pub fn by_emails(
     emails_normalized: &[&str],
 ) -> StoreResult<Vec<ContactRow>> {
     super::in_chunks(emails_normalized, |emails| {
-        Ok(table::table
+        let query = table::table
             .filter(table::email_normalized.eq_any(emails))
-            .select(ContactRow::as_select())
-            .load(conn)?)
+            .select(ContactRow::as_select());
+        Ok(Kept(query).load(conn)?)
     })
 }
 

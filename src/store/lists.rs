@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::mailing_list as table;
-use super::{DbConnection, StoreResult, on_backend};
+use super::{DbConnection, Kept, StoreResult, on_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = table)]
@@ -52,12 +52,13 @@ pub fn among(
     if account_ids.is_empty() || mailchimp_list_ids.is_empty() {
         return Ok(Vec::new());
     }
+    let account_ids = super::padded(account_ids);
     super::in_chunks(mailchimp_list_ids, |ids| {
-        Ok(table::table
-            .filter(table::account_id.eq_any(account_ids))
+        let query = table::table
+            .filter(table::account_id.eq_any(&account_ids))
             .filter(table::mailchimp_list_id.eq_any(ids))
-            .select(ListRow::as_select())
-            .load(conn)?)
+            .select(ListRow::as_select());
+        Ok(Kept(query).load(conn)?)
     })
 }
 

@@ -27,8 +27,11 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::r2d2::{self, CustomizeConnection, ManageConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::Sqlite;
 use diesel::{Connection, OptionalExtension, PgConnection, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -38,17 +41,79 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 /// The most values one `IN (...)` list binds; SQLite allows 32,766 parameters a statement.
 pub const MAX_IN_LIST: usize = 1000;
 
-/// Runs an `IN (...)` query once per [`MAX_IN_LIST`] values and gathers the rows.
-fn in_chunks<T, R>(
+/// Runs an `IN (...)` query once per [`MAX_IN_LIST`] values, each list [`padded`], and
+/// gathers the rows.
+fn in_chunks<T: Clone, R>(
     values: &[T],
     mut query: impl FnMut(&[T]) -> StoreResult<Vec<R>>,
 ) -> StoreResult<Vec<R>> {
     let mut rows = Vec::new();
     for chunk in values.chunks(MAX_IN_LIST) {
-        rows.extend(query(chunk)?);
+        rows.extend(query(&padded(chunk))?);
     }
     Ok(rows)
 }
+
+/// The values of an `IN (...)` list, their number rounded up to a power of two by
+/// repeating the last one, which matches nothing new. On SQLite, where each value is a
+/// parameter of its own, the statement then takes one of a few shapes, so that it can be
+/// kept prepared ([`Kept`]) instead of compiled again for every length.
+pub(crate) fn padded<T: Clone>(values: &[T]) -> Vec<T> {
+    let mut padded = values.to_vec();
+    if let Some(last) = values.last() {
+        padded.resize(values.len().next_power_of_two(), last.clone());
+    }
+    padded
+}
+
+/// A statement SQLite keeps prepared on its connection although diesel would not: diesel
+/// keys it by its SQL text, so it suits only statements whose text takes one of a few
+/// shapes (a [`padded`] list, a piece of [`in_pieces!`]), or the connection's
+/// cache would grow without end. diesel keeps no `IN` list on SQLite and no upsert on
+/// either backend, since their text can vary with their values. On PostgreSQL, where a
+/// piece may have any length, the choice is left to diesel.
+pub(crate) struct Kept<Q>(pub Q);
+
+impl<Q: QueryFragment<Sqlite>> QueryFragment<Sqlite> for Kept<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Sqlite>) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _: &Sqlite) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Kept<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+}
+
+impl<Q: QueryFragment<Db>> QueryFragment<Db> for Kept<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Db>) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, backend: &Db) -> diesel::QueryResult<bool> {
+        match backend {
+            Db::Sqlite(_) => Ok(true),
+            Db::Postgresql(_) => self.0.is_safe_to_cache_prepared(backend),
+        }
+    }
+}
+
+impl<Q> QueryId for Kept<Q> {
+    type QueryId = ();
+    // Keyed by its SQL text, never by its type.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: Query> Query for Kept<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q, C> RunQueryDsl<C> for Kept<Q> {}
 
 #[derive(diesel::QueryableByName)]
 struct Id {

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{mailing_list, mailing_subscription as table, sync_tombstone};
-use super::{DbConnection, StoreResult, on_backend};
+use super::{DbConnection, Kept, StoreResult, on_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = table, treat_none_as_default_value = false)]
@@ -309,10 +309,10 @@ pub fn of_contacts(
     contact_ids: &[i64],
 ) -> StoreResult<Vec<SubscriptionRow>> {
     super::in_chunks(contact_ids, |ids| {
-        Ok(table::table
+        let query = table::table
             .filter(table::contact_id.eq_any(ids))
-            .select(SubscriptionRow::as_select())
-            .load(conn)?)
+            .select(SubscriptionRow::as_select());
+        Ok(Kept(query).load(conn)?)
     })
 }
 
@@ -325,16 +325,17 @@ pub fn tombstones_among(
     if list_ids.is_empty() {
         return Ok(Vec::new());
     }
+    let list_ids = super::padded(list_ids);
     super::in_chunks(emails_normalized, |emails| {
-        Ok(sync_tombstone::table
-            .filter(sync_tombstone::list_id.eq_any(list_ids))
+        let query = sync_tombstone::table
+            .filter(sync_tombstone::list_id.eq_any(&list_ids))
             .filter(sync_tombstone::email_normalized.eq_any(emails))
             .select((
                 sync_tombstone::list_id,
                 sync_tombstone::email_normalized,
                 sync_tombstone::removed_at,
-            ))
-            .load(conn)?)
+            ));
+        Ok(Kept(query).load(conn)?)
     })
 }
 

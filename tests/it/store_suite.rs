@@ -119,6 +119,43 @@ fn contacts_are_unique_on_the_normalized_address() {
 }
 
 #[test]
+fn lookups_by_address_find_each_contact_once_whatever_the_list_length() {
+    let db = migrated();
+    let mut conn = db.store.connection().expect("a connection");
+    let emails: Vec<String> = (0..6).map(|i| format!("member{i}@example.com")).collect();
+    for email in &emails {
+        contacts::insert(&mut conn, &new_contact(email, email)).expect("a contact");
+    }
+    let found = |conn: &mut DbConnection, asked: &[&str]| {
+        let mut found: Vec<String> = contacts::by_emails(conn, asked)
+            .expect("looked up")
+            .into_iter()
+            .map(|contact| contact.email_normalized)
+            .collect();
+        found.sort();
+        found
+    };
+    // Lists of every length, padded to a few shapes and run again with other values.
+    for length in 1..=emails.len() {
+        for start in 0..=emails.len() - length {
+            let wanted = &emails[start..start + length];
+            let mut asked: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            asked.push("nobody@example.com");
+            assert_eq!(found(&mut conn, &asked), wanted, "asked {asked:?}");
+        }
+    }
+    // A list longer than one statement takes, the known addresses at both ends.
+    let mut long: Vec<String> = (0..1500).map(|i| format!("x{i}@example.com")).collect();
+    long.insert(0, emails[0].clone());
+    long.push(emails[5].clone());
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    assert_eq!(
+        found(&mut conn, &long),
+        [emails[0].clone(), emails[5].clone()]
+    );
+}
+
+#[test]
 fn a_tombstone_keeps_the_latest_removal_until_cleared() {
     let db = migrated();
     let mut conn = db.store.connection().expect("a connection");
