@@ -100,9 +100,17 @@ pub fn apply_fetched_page(
         .iter()
         .filter_map(|member| EmailIdentity::parse(&member.email_address))
         .collect();
-    let emails: Vec<&str> = emails.iter().map(|e| e.normalized.as_str()).collect();
-    let audience = [(list.account_id, list.mailchimp_list_id.as_str())];
-    let mut known = Known::load(conn, &audience, &emails)?.with_list(list);
+    let named: Vec<(i64, &str, &str)> = emails
+        .iter()
+        .map(|e| {
+            (
+                list.account_id,
+                list.mailchimp_list_id.as_str(),
+                e.normalized.as_str(),
+            )
+        })
+        .collect();
+    let mut known = Known::load(conn, &named)?.with_list(list);
     known.defer_writes(ids);
     let mut written = 0;
     for member in members {

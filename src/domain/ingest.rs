@@ -322,8 +322,7 @@ fn write_together(
 
 /// The audiences and contacts the batch's events name, looked up in a few queries.
 fn known_for(conn: &mut DbConnection, batch: &[Job]) -> StoreResult<Known> {
-    let mut audiences = Vec::new();
-    let mut emails = Vec::new();
+    let mut named = Vec::new();
     for job in batch {
         let Plan::Apply { event, .. } = &job.delivery.plan else {
             continue;
@@ -331,10 +330,15 @@ fn known_for(conn: &mut DbConnection, batch: &[Job]) -> StoreResult<Known> {
         let Some((list_id, addresses)) = names(event) else {
             continue;
         };
-        audiences.push((job.delivery.account_id, list_id));
-        emails.extend(addresses.into_iter().flatten());
+        let account_id = job.delivery.account_id;
+        named.extend(
+            addresses
+                .into_iter()
+                .flatten()
+                .map(|email| (account_id, list_id, email)),
+        );
     }
-    Known::load(conn, &audiences, &emails)
+    Known::load(conn, &named)
 }
 
 /// The audience and the normalized addresses an event is about.
@@ -663,7 +667,11 @@ mod tests {
         let emails =
             ["a", "b", "c", "d", "e", "f", "to", "from"].map(|p| format!("{p}@example.org"));
         let emails: Vec<&str> = emails.iter().map(String::as_str).collect();
-        let tombstones = subscriptions::tombstones_among(conn, &list_ids, &emails);
+        let places: Vec<(i64, &str)> = list_ids
+            .iter()
+            .flat_map(|&list| emails.iter().map(move |&email| (list, email)))
+            .collect();
+        let tombstones = subscriptions::tombstones_at(conn, &places);
         rows.push(format!("{:?}", tombstones.expect("tombstones")));
         let changes = changes::after(conn, 0, 1000).expect("changes");
         rows.extend(changes.iter().map(|c| format!("{c:?}")));

@@ -6,7 +6,9 @@ use diesel::dsl::max;
 use diesel::prelude::*;
 
 use super::schema::sync_change as table;
-use super::{DbConnection, StoreResult};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamp};
+
+use super::{DbConnection, Kept, StoreResult};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = table)]
@@ -42,6 +44,9 @@ pub fn insert_all(conn: &mut DbConnection, changes: &[NewChange]) -> StoreResult
 /// Inserts the changes in order, in as few statements as the backend allows; returns the
 /// sequence of the last one, if any.
 pub fn insert_many(conn: &mut DbConnection, changes: &[NewChange]) -> StoreResult<Option<i64>> {
+    if let DbConnection::Postgresql(c) = conn {
+        return insert_arrays(c, changes);
+    }
     let mut last = None;
     super::in_pieces!(&mut *conn, changes, |c, rows| {
         let ids = diesel::insert_into(table::table)
@@ -51,6 +56,47 @@ pub fn insert_many(conn: &mut DbConnection, changes: &[NewChange]) -> StoreResul
         ids.map(|ids| last = last.max(ids.into_iter().max()))
     });
     Ok(last)
+}
+
+/// [`insert_many`] on PostgreSQL: one statement whose text does not depend on the number of
+/// rows, each column bound as one array, so that the connection parses and plans it once.
+fn insert_arrays(c: &mut PgConnection, rows: &[NewChange]) -> StoreResult<Option<i64>> {
+    const INSERT: &str = "\
+        WITH written AS (\
+            INSERT INTO sync_change (contact_id, email_normalized, list_id, \
+                mailchimp_list_id, kind, status, opt_out, create_date) \
+            SELECT c, e, l, m, k, s, o, d \
+            FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+                $6::text[], $7::boolean[], $8::timestamp[]) \
+                WITH ORDINALITY AS u (c, e, l, m, k, s, o, d, n) \
+            ORDER BY n \
+            RETURNING id) \
+        SELECT max(id) AS id FROM written";
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let text = |f: fn(&NewChange) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
+    let query = diesel::sql_query(INSERT)
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.contact_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            rows.iter()
+                .map(|r| r.email_normalized.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<BigInt>>, _>(rows.iter().map(|r| r.list_id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(text(|r| r.mailchimp_list_id.as_deref()))
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.kind).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(text(|r| r.status.as_deref()))
+        .bind::<Array<Nullable<Bool>>, _>(rows.iter().map(|r| r.opt_out).collect::<Vec<_>>())
+        .bind::<Array<Timestamp>, _>(rows.iter().map(|r| r.create_date).collect::<Vec<_>>());
+    let last: Last = Kept(query).get_result(c)?;
+    Ok(last.id)
+}
+
+#[derive(QueryableByName)]
+struct Last {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    id: Option<i64>,
 }
 
 /// Changes with a sequence above `after`, oldest first.

@@ -5,7 +5,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{mailing_contact as table, mailing_subscription};
-use super::{DbConnection, Kept, StoreResult, on_backend};
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamp};
+
+use super::{DbConnection, Kept, StoreResult, Written, on_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = table, treat_none_as_default_value = false)]
@@ -114,8 +116,15 @@ pub fn insert(conn: &mut DbConnection, new: &NewContact<'_>) -> StoreResult<Cont
 /// Writes the rows as given, inserting those whose id is new.
 pub fn upsert_many(conn: &mut DbConnection, rows: &[ContactRow]) -> StoreResult<()> {
     use diesel::upsert::excluded;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let c = match conn {
+        DbConnection::Postgresql(c) => return upsert_arrays(c, rows),
+        DbConnection::Sqlite(c) => c,
+    };
     for rows in rows.chunks(super::MAX_ROWS_PER_INSERT) {
-        on_backend!(&mut *conn, c => diesel::insert_into(table::table)
+        diesel::insert_into(table::table)
             .values(rows)
             .on_conflict(table::id)
             .do_update()
@@ -132,8 +141,50 @@ pub fn upsert_many(conn: &mut DbConnection, rows: &[ContactRow]) -> StoreResult<
                 table::last_changed.eq(excluded(table::last_changed)),
                 table::write_date.eq(excluded(table::write_date)),
             ))
-            .execute(c))?;
+            .execute(c)?;
     }
+    Ok(())
+}
+
+/// [`upsert_many`] on PostgreSQL: one statement whose text does not depend on the number of
+/// rows, each column bound as one array, so that the connection parses and plans it once.
+fn upsert_arrays(c: &mut PgConnection, rows: &[ContactRow]) -> StoreResult<()> {
+    const UPSERT: &str = "\
+        WITH written AS (\
+            INSERT INTO mailing_contact (id, name, first_name, last_name, email, \
+                email_normalized, subscriber_hash, merge_fields, interests, tags, \
+                last_changed, create_date, write_date) \
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
+                $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                $11::timestamp[], $12::timestamp[], $13::timestamp[]) \
+            ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                first_name = excluded.first_name, last_name = excluded.last_name, \
+                email = excluded.email, email_normalized = excluded.email_normalized, \
+                subscriber_hash = excluded.subscriber_hash, \
+                merge_fields = excluded.merge_fields, interests = excluded.interests, \
+                tags = excluded.tags, last_changed = excluded.last_changed, \
+                write_date = excluded.write_date \
+            RETURNING 1) \
+        SELECT count(*) AS rows FROM written";
+    let text = |column: fn(&ContactRow) -> &str| rows.iter().map(column).collect::<Vec<_>>();
+    let query = diesel::sql_query(UPSERT)
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(text(|r| &r.name))
+        .bind::<Array<Text>, _>(text(|r| &r.first_name))
+        .bind::<Array<Text>, _>(text(|r| &r.last_name))
+        .bind::<Array<Text>, _>(text(|r| &r.email))
+        .bind::<Array<Text>, _>(text(|r| &r.email_normalized))
+        .bind::<Array<Text>, _>(text(|r| &r.subscriber_hash))
+        .bind::<Array<Text>, _>(text(|r| &r.merge_fields))
+        .bind::<Array<Text>, _>(text(|r| &r.interests))
+        .bind::<Array<Text>, _>(text(|r| &r.tags))
+        .bind::<Array<Nullable<Timestamp>>, _>(
+            rows.iter().map(|r| r.last_changed).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamp>, _>(rows.iter().map(|r| r.create_date).collect::<Vec<_>>())
+        .bind::<Array<Timestamp>, _>(rows.iter().map(|r| r.write_date).collect::<Vec<_>>());
+    let written: Written = Kept(query).get_result(c)?;
+    debug_assert_eq!(written.rows, rows.len() as i64);
     Ok(())
 }
 

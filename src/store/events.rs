@@ -5,7 +5,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::webhook_event as table;
-use super::{DbConnection, StoreResult};
+use diesel::sql_types::{Array, BigInt, Binary, Nullable, Text, Timestamp};
+
+use super::{DbConnection, Kept, StoreResult, Written};
 
 /// An event without its body, for listings.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -54,9 +56,48 @@ pub fn insert(conn: &mut DbConnection, new: &NewEvent) -> StoreResult<()> {
 
 /// Inserts the events in as few statements as the backend allows, in order.
 pub fn insert_many(conn: &mut DbConnection, new: &[NewEvent]) -> StoreResult<()> {
+    if let DbConnection::Postgresql(c) = conn {
+        return insert_arrays(c, new);
+    }
     super::in_pieces!(&mut *conn, new, |c, rows| diesel::insert_into(table::table)
         .values(rows)
         .execute(c));
+    Ok(())
+}
+
+/// [`insert_many`] on PostgreSQL: one statement whose text does not depend on the number of
+/// rows, each column bound as one array, so that the connection parses and plans it once.
+fn insert_arrays(c: &mut PgConnection, rows: &[NewEvent]) -> StoreResult<()> {
+    const INSERT: &str = "\
+        WITH written AS (\
+            INSERT INTO webhook_event (account_id, mailchimp_list_id, event_type, fired_at, \
+                raw_body, outcome, error, received_date) \
+            SELECT a, l, t, f, b, o, e, r \
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamp[], \
+                $5::bytea[], $6::text[], $7::text[], $8::timestamp[]) \
+                WITH ORDINALITY AS u (a, l, t, f, b, o, e, r, n) \
+            ORDER BY n \
+            RETURNING 1) \
+        SELECT count(*) AS rows FROM written";
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let text = |f: fn(&NewEvent) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
+    let query = diesel::sql_query(INSERT)
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.account_id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(text(|r| r.mailchimp_list_id.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(text(|r| r.event_type.as_deref()))
+        .bind::<Array<Nullable<Timestamp>>, _>(rows.iter().map(|r| r.fired_at).collect::<Vec<_>>())
+        .bind::<Array<Binary>, _>(
+            rows.iter()
+                .map(|r| r.raw_body.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.outcome).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(text(|r| r.error.as_deref()))
+        .bind::<Array<Timestamp>, _>(rows.iter().map(|r| r.received_date).collect::<Vec<_>>());
+    let written: Written = Kept(query).get_result(c)?;
+    debug_assert_eq!(written.rows, rows.len() as i64);
     Ok(())
 }
 

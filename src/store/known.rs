@@ -122,17 +122,14 @@ impl Known {
         Known::default()
     }
 
-    /// Looks up, in a few queries, the audiences of the account ids and Mailchimp list ids
-    /// given (without creating any), the contacts holding `emails`, all their
-    /// subscriptions, and the tombstones of those addresses on those audiences.
-    pub fn load(
-        conn: &mut DbConnection,
-        audiences: &[(i64, &str)],
-        emails: &[&str],
-    ) -> StoreResult<Known> {
+    /// Looks up, in a few queries, what a batch names: each `(account id, Mailchimp list id,
+    /// normalized address)` gives the audience (never created here), the contact holding
+    /// the address with all its subscriptions, the address's blacklist entry, and its
+    /// tombstone on that audience.
+    pub fn load(conn: &mut DbConnection, named: &[(i64, &str, &str)]) -> StoreResult<Known> {
         let mut known = Known::new();
-        let mut accounts: Vec<i64> = audiences.iter().map(|&(account, _)| account).collect();
-        let mut list_ids: Vec<&str> = audiences.iter().map(|&(_, list)| list).collect();
+        let mut accounts: Vec<i64> = named.iter().map(|&(account, _, _)| account).collect();
+        let mut list_ids: Vec<&str> = named.iter().map(|&(_, list, _)| list).collect();
         accounts.sort_unstable();
         accounts.dedup();
         list_ids.sort_unstable();
@@ -143,7 +140,11 @@ impl Known {
         }
         let emails: Vec<&str> = {
             let mut seen = HashSet::new();
-            emails.iter().copied().filter(|e| seen.insert(*e)).collect()
+            named
+                .iter()
+                .map(|&(_, _, email)| email)
+                .filter(|e| seen.insert(*e))
+                .collect()
         };
         known.load_contacts(conn, &emails)?;
         for email in &emails {
@@ -152,8 +153,16 @@ impl Known {
         for row in blacklist::among(conn, &emails)? {
             known.blacklist.insert(row.email, Some(row.active));
         }
-        let list_ids: Vec<i64> = known.lists.values().map(|list| list.id).collect();
-        known.load_tombstones(conn, &list_ids, &emails)?;
+        let mut places: Vec<(i64, &str)> = named
+            .iter()
+            .filter_map(|&(account, list, email)| {
+                let list = known.lists.get(&(account, list.to_owned()))?;
+                Some((list.id, email))
+            })
+            .collect();
+        places.sort_unstable();
+        places.dedup();
+        known.load_tombstones(conn, &places)?;
         Ok(known)
     }
 
@@ -195,19 +204,16 @@ impl Known {
         Ok(())
     }
 
+    /// The tombstones of these (audience, address) places.
     fn load_tombstones(
         &mut self,
         conn: &mut DbConnection,
-        list_ids: &[i64],
-        emails: &[&str],
+        places: &[(i64, &str)],
     ) -> StoreResult<()> {
-        for &list_id in list_ids {
-            for email in emails {
-                self.tombstones.insert((list_id, (*email).to_owned()), None);
-            }
+        for &(list_id, email) in places {
+            self.tombstones.insert((list_id, email.to_owned()), None);
         }
-        for (list_id, email, removed_at) in subscriptions::tombstones_among(conn, list_ids, emails)?
-        {
+        for (list_id, email, removed_at) in subscriptions::tombstones_at(conn, places)? {
             self.tombstones.insert((list_id, email), Some(removed_at));
         }
         Ok(())

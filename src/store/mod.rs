@@ -66,12 +66,13 @@ pub(crate) fn padded<T: Clone>(values: &[T]) -> Vec<T> {
     padded
 }
 
-/// A statement SQLite keeps prepared on its connection although diesel would not: diesel
-/// keys it by its SQL text, so it suits only statements whose text takes one of a few
-/// shapes (a [`padded`] list, a piece of [`in_pieces!`]), or the connection's
-/// cache would grow without end. diesel keeps no `IN` list on SQLite and no upsert on
-/// either backend, since their text can vary with their values. On PostgreSQL, where a
-/// piece may have any length, the choice is left to diesel.
+/// A statement kept prepared on its connection although diesel would not keep it. diesel
+/// then keys it by its SQL text, so it suits only statements whose text takes one of a few
+/// shapes, or the connection's cache would grow without end: on SQLite, a [`padded`] `IN`
+/// list (each value a parameter of its own); on PostgreSQL, a statement whose values are
+/// bound as arrays (an `= ANY` list, or raw SQL over `unnest`), whatever their number, which
+/// PostgreSQL then also plans once for all parameters (its generic plan). diesel itself
+/// keeps no `IN` list on SQLite, no raw SQL, and no upsert on either backend.
 pub(crate) struct Kept<Q>(pub Q);
 
 impl<Q: QueryFragment<Sqlite>> QueryFragment<Sqlite> for Kept<Q> {
@@ -88,6 +89,10 @@ impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Kept<Q> {
     fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
         self.0.walk_ast(pass)
     }
+
+    fn is_safe_to_cache_prepared(&self, _: &Pg) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
 }
 
 impl<Q: QueryFragment<Db>> QueryFragment<Db> for Kept<Q> {
@@ -95,11 +100,8 @@ impl<Q: QueryFragment<Db>> QueryFragment<Db> for Kept<Q> {
         self.0.walk_ast(pass)
     }
 
-    fn is_safe_to_cache_prepared(&self, backend: &Db) -> diesel::QueryResult<bool> {
-        match backend {
-            Db::Sqlite(_) => Ok(true),
-            Db::Postgresql(_) => self.0.is_safe_to_cache_prepared(backend),
-        }
+    fn is_safe_to_cache_prepared(&self, _: &Db) -> diesel::QueryResult<bool> {
+        Ok(true)
     }
 }
 
@@ -114,6 +116,16 @@ impl<Q: Query> Query for Kept<Q> {
 }
 
 impl<Q, C> RunQueryDsl<C> for Kept<Q> {}
+
+/// How many rows a [`Kept`] statement that writes wrote: such a statement reads `WITH
+/// written AS (… RETURNING 1) SELECT count(*) AS rows FROM written`, since diesel keeps a
+/// statement it loads from, never one it executes (it asks the borrowed statement, which
+/// does not answer for its wrapper).
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Written {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub rows: i64,
+}
 
 #[derive(diesel::QueryableByName)]
 struct Id {
@@ -366,10 +378,13 @@ impl ManageConnection for Manager {
 /// statement journals in memory rather than in temporary files (a multi-row upsert inside a
 /// transaction keeps one, so that it can be undone alone).
 ///
-/// PostgreSQL: every statement planned for its own parameters. diesel prepares and keeps
-/// its statements per connection, and PostgreSQL would soon settle on one generic plan per
-/// statement, made while the tables were small: a sequential scan that stays even once a
-/// table holds millions of contacts, so that a batch lookup by address grows with the table.
+/// PostgreSQL: no sequential scans. Every query of this service reads by key or pages in
+/// key order, so an index can always serve it. diesel keeps its statements prepared per
+/// connection and PostgreSQL settles on one generic plan per statement after a few runs;
+/// without this, a plan made while a table was small (or had no statistics yet, as with
+/// autovacuum off) could be a scan that stays as the table grows to millions of rows.
+/// Generic plans are wanted otherwise: they spare planning every statement on every run,
+/// the foreign-key checks of each inserted row included.
 #[derive(Debug)]
 struct SessionSetup;
 
@@ -381,7 +396,7 @@ impl CustomizeConnection<DbConnection, r2d2::Error> for SessionSetup {
                  PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
                  PRAGMA temp_store = MEMORY;"
             }
-            DbConnection::Postgresql(_) => "SET plan_cache_mode = force_custom_plan",
+            DbConnection::Postgresql(_) => "SET enable_seqscan = off",
         };
         conn.batch_execute(setup).map_err(r2d2::Error::QueryError)
     }

@@ -5,7 +5,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{mailing_list, mailing_subscription as table, sync_tombstone};
-use super::{DbConnection, Kept, StoreResult, on_backend};
+use diesel::sql_types::{self, Array, BigInt, Bool, Nullable, Text, Timestamp};
+
+use super::{DbConnection, Kept, StoreResult, Written, on_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = table, treat_none_as_default_value = false)]
@@ -163,8 +165,15 @@ pub fn insert(
 /// only written with a new row: an existing row's is left as it is.
 pub fn upsert_many(conn: &mut DbConnection, rows: &[SubscriptionRow]) -> StoreResult<()> {
     use diesel::upsert::excluded;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let c = match conn {
+        DbConnection::Postgresql(c) => return upsert_arrays(c, rows),
+        DbConnection::Sqlite(c) => c,
+    };
     for rows in rows.chunks(super::MAX_ROWS_PER_INSERT) {
-        on_backend!(&mut *conn, c => diesel::insert_into(table::table)
+        diesel::insert_into(table::table)
             .values(rows)
             .on_conflict(table::id)
             .do_update()
@@ -179,8 +188,58 @@ pub fn upsert_many(conn: &mut DbConnection, rows: &[SubscriptionRow]) -> StoreRe
                 table::last_changed.eq(excluded(table::last_changed)),
                 table::write_date.eq(excluded(table::write_date)),
             ))
-            .execute(c))?;
+            .execute(c)?;
     }
+    Ok(())
+}
+
+/// [`upsert_many`] on PostgreSQL: one statement whose text does not depend on the number of
+/// rows, each column bound as one array, so that the connection parses and plans it once.
+fn upsert_arrays(c: &mut PgConnection, rows: &[SubscriptionRow]) -> StoreResult<()> {
+    const UPSERT: &str = "\
+        WITH written AS (\
+            INSERT INTO mailing_subscription (id, contact_id, list_id, status, opt_out, \
+                opt_out_datetime, opt_out_reason, unique_email_id, subscriber_hash, \
+                last_changed, last_fetch_run_id, create_date, write_date) \
+            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], \
+                $5::boolean[], $6::timestamp[], $7::text[], $8::text[], $9::text[], \
+                $10::timestamp[], $11::bigint[], $12::timestamp[], $13::timestamp[]) \
+            ON CONFLICT (id) DO UPDATE SET contact_id = excluded.contact_id, \
+                status = excluded.status, opt_out = excluded.opt_out, \
+                opt_out_datetime = excluded.opt_out_datetime, \
+                opt_out_reason = excluded.opt_out_reason, \
+                unique_email_id = excluded.unique_email_id, \
+                subscriber_hash = excluded.subscriber_hash, \
+                last_changed = excluded.last_changed, write_date = excluded.write_date \
+            RETURNING 1) \
+        SELECT count(*) AS rows FROM written";
+    let column = |f: fn(&SubscriptionRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
+    let text = |f: fn(&SubscriptionRow) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
+    let time = |f: fn(&SubscriptionRow) -> NaiveDateTime| rows.iter().map(f).collect::<Vec<_>>();
+    let query = diesel::sql_query(UPSERT)
+        .bind::<Array<BigInt>, _>(column(|r| r.id))
+        .bind::<Array<BigInt>, _>(column(|r| r.contact_id))
+        .bind::<Array<BigInt>, _>(column(|r| r.list_id))
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Bool>, _>(rows.iter().map(|r| r.opt_out).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamp>>, _>(
+            rows.iter().map(|r| r.opt_out_datetime).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(text(|r| r.opt_out_reason.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(text(|r| r.unique_email_id.as_deref()))
+        .bind::<Array<Text>, _>(
+            rows.iter()
+                .map(|r| r.subscriber_hash.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamp>, _>(time(|r| r.last_changed))
+        .bind::<Array<Nullable<BigInt>>, _>(
+            rows.iter().map(|r| r.last_fetch_run_id).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamp>, _>(time(|r| r.create_date))
+        .bind::<Array<Timestamp>, _>(time(|r| r.write_date));
+    let written: Written = Kept(query).get_result(c)?;
+    debug_assert_eq!(written.rows, rows.len() as i64);
     Ok(())
 }
 
@@ -316,27 +375,70 @@ pub fn of_contacts(
     })
 }
 
-/// The tombstones of these addresses on these audiences: audience, address, removal time.
-pub fn tombstones_among(
+/// The tombstones at these (audience, address) places: audience, address, removal time.
+/// SQLite may also return tombstones at other pairings of the same audiences and addresses.
+pub fn tombstones_at(
     conn: &mut DbConnection,
-    list_ids: &[i64],
-    emails_normalized: &[&str],
+    places: &[(i64, &str)],
 ) -> StoreResult<Vec<(i64, String, NaiveDateTime)>> {
-    if list_ids.is_empty() {
+    if places.is_empty() {
         return Ok(Vec::new());
     }
-    let list_ids = super::padded(list_ids);
-    super::in_chunks(emails_normalized, |emails| {
-        let query = sync_tombstone::table
-            .filter(sync_tombstone::list_id.eq_any(&list_ids))
-            .filter(sync_tombstone::email_normalized.eq_any(emails))
-            .select((
-                sync_tombstone::list_id,
-                sync_tombstone::email_normalized,
-                sync_tombstone::removed_at,
-            ));
-        Ok(Kept(query).load(conn)?)
-    })
+    match conn {
+        // One index probe per place, whatever plan the statement was kept with: matching
+        // audiences and addresses separately would scan every tombstone of the audiences.
+        DbConnection::Postgresql(c) => {
+            let mut found = Vec::new();
+            for chunk in places.chunks(super::MAX_IN_LIST) {
+                let (list_ids, emails): (Vec<i64>, Vec<&str>) = chunk.iter().copied().unzip();
+                let query = diesel::sql_query(
+                    "SELECT t.list_id, t.email_normalized, t.removed_at \
+                     FROM unnest($1::bigint[], $2::text[]) AS k (list_id, email_normalized) \
+                     JOIN sync_tombstone t \
+                     ON t.list_id = k.list_id AND t.email_normalized = k.email_normalized",
+                )
+                .bind::<sql_types::Array<sql_types::BigInt>, _>(list_ids)
+                .bind::<sql_types::Array<sql_types::Text>, _>(emails);
+                let rows: Vec<Tombstone> = Kept(query).load(c)?;
+                found.extend(
+                    rows.into_iter()
+                        .map(|t| (t.list_id, t.email_normalized, t.removed_at)),
+                );
+            }
+            Ok(found)
+        }
+        // SQLite walks the index for every audience and address of the two lists.
+        DbConnection::Sqlite(_) => {
+            let mut list_ids: Vec<i64> = places.iter().map(|&(list, _)| list).collect();
+            let mut emails: Vec<&str> = places.iter().map(|&(_, email)| email).collect();
+            list_ids.sort_unstable();
+            list_ids.dedup();
+            emails.sort_unstable();
+            emails.dedup();
+            let list_ids = super::padded(&list_ids);
+            super::in_chunks(&emails, |emails| {
+                let query = sync_tombstone::table
+                    .filter(sync_tombstone::list_id.eq_any(&list_ids))
+                    .filter(sync_tombstone::email_normalized.eq_any(emails))
+                    .select((
+                        sync_tombstone::list_id,
+                        sync_tombstone::email_normalized,
+                        sync_tombstone::removed_at,
+                    ));
+                Ok(Kept(query).load(conn)?)
+            })
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Tombstone {
+    #[diesel(sql_type = sql_types::BigInt)]
+    list_id: i64,
+    #[diesel(sql_type = sql_types::Text)]
+    email_normalized: String,
+    #[diesel(sql_type = sql_types::Timestamp)]
+    removed_at: NaiveDateTime,
 }
 
 /// When the address was last removed from the audience, if it was.

@@ -181,6 +181,57 @@ fn a_tombstone_keeps_the_latest_removal_until_cleared() {
 }
 
 #[test]
+fn tombstones_are_found_at_each_audience_and_address_asked_for() {
+    let db = migrated();
+    let mut conn = db.store.connection().expect("a connection");
+    let first = an_audience(&mut conn);
+    let second = lists::get_or_create(&mut conn, first.account_id, "dd33ee44ff", at(8, 0))
+        .expect("a second audience");
+    // Many tombstones on the first audience, among which the ones asked for must be found.
+    let others: Vec<String> = (0..300).map(|n| format!("gone{n}@example.com")).collect();
+    let mut placed: Vec<(i64, &str, NaiveDateTime)> = others
+        .iter()
+        .map(|email| (first.id, email.as_str(), at(9, 0)))
+        .collect();
+    placed.push((first.id, "a@example.com", at(10, 0)));
+    placed.push((second.id, "b@example.com", at(11, 0)));
+    subscriptions::put_tombstones(&mut conn, &placed).expect("tombstones");
+    let asked = [
+        (first.id, "a@example.com"),
+        (second.id, "b@example.com"),
+        (first.id, "never@example.com"),
+        (second.id, others[7].as_str()),
+        (first.id, others[299].as_str()),
+    ];
+    let mut found = subscriptions::tombstones_at(&mut conn, &asked).expect("looked up");
+    found.sort();
+    // Each found tombstone exists; each asked-for one is found.
+    for (list_id, email, removed_at) in &found {
+        assert!(
+            placed.contains(&(*list_id, email.as_str(), *removed_at)),
+            "{found:?}"
+        );
+    }
+    let found_at: Vec<(i64, &str)> = found.iter().map(|(l, e, _)| (*l, e.as_str())).collect();
+    assert!(found_at.contains(&(first.id, "a@example.com")), "{found:?}");
+    assert!(
+        found_at.contains(&(second.id, "b@example.com")),
+        "{found:?}"
+    );
+    assert!(
+        found_at.contains(&(first.id, others[299].as_str())),
+        "{found:?}"
+    );
+    assert!(!found_at.contains(&(second.id, others[7].as_str())));
+    assert!(!found_at.contains(&(first.id, "never@example.com")));
+    assert!(
+        subscriptions::tombstones_at(&mut conn, &[])
+            .expect("none asked")
+            .is_empty()
+    );
+}
+
+#[test]
 fn blacklisting_an_archived_address_reactivates_its_row() {
     let db = migrated();
     let mut conn = db.store.connection().expect("a connection");
