@@ -115,10 +115,3 @@ pub fn last_sequence(conn: &mut DbConnection) -> StoreResult<i64> {
         .first::<Option<i64>>(conn)?
         .unwrap_or(0))
 }
-
-pub fn count_for_contact(conn: &mut DbConnection, contact_id: i64) -> StoreResult<i64> {
-    Ok(table::table
-        .filter(table::contact_id.eq(contact_id))
-        .count()
-        .get_result(conn)?)
-}

@@ -1,0 +1,2 @@
+-- The change feed is read by sequence only; an index by contact cost every write a page.
+DROP INDEX sync_change_contact;
