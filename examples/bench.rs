@@ -1,4 +1,4 @@
-//! The performance benchmark of SPEC §9: the real release binary, driven over loopback.
+//! The performance benchmark: the real release binary, driven over loopback.
 //!
 //! ```text
 //! cargo run --release --example bench -- webhooks                       # SQLite
