@@ -101,9 +101,10 @@ struct DatabaseArgs {
     )]
     database_url: String,
 
-    /// Most database connections the pool opens.
+    /// Most database connections the pool opens; at least 2, since the webhook writer keeps
+    /// one for itself.
     #[arg(long, env = "MAILCHIMP_SYNC_DB_CONNECTIONS", default_value_t = 8,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
+          value_parser = clap::value_parser!(u32).range(2..=256))]
     db_connections: u32,
 }
 

@@ -63,3 +63,13 @@ fn an_unsupported_database_url_fails_with_a_one_line_error() {
         .collect();
     assert_eq!(lines.len(), 1, "expected one line on stderr:\n{error}");
 }
+
+#[test]
+fn a_pool_too_small_for_the_webhook_writer_is_refused() {
+    let db = TestDb::create();
+    let output = mailchimp_sync(&["serve", "--database-url", &db.url, "--db-connections", "1"]);
+    assert!(!output.status.success(), "{output:?}");
+    let error = text(&output.stderr);
+    assert!(error.contains("--db-connections"), "{error}");
+    assert!(error.contains("2..=256"), "{error}");
+}
