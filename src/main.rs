@@ -315,10 +315,22 @@ async fn fetch_now(args: FetchArgs) -> anyhow::Result<()> {
         (Some(id), None) => vec![fetch::Target::Account(id)],
         (None, None) => fetch::all_accounts(&fetcher).await?,
     };
-    let mut failed = 0;
-    for target in targets {
-        failed += fetch_progress::run_with_progress(&fetcher, target, mode).await?;
-    }
+    let fetches = async {
+        let mut failed = 0;
+        for target in targets {
+            failed += fetch_progress::run_with_progress(&fetcher, target, mode).await?;
+        }
+        anyhow::Ok(failed)
+    };
+    // A run stopped here is marked interrupted at once, so that the next fetch redoes it
+    // instead of waiting for it to be found abandoned.
+    let failed = tokio::select! {
+        failed = fetches => failed?,
+        _ = shutdown_signal() => {
+            fetcher.interrupt_all().await;
+            anyhow::bail!("stopped by a signal: the run in progress is marked interrupted");
+        }
+    };
     match failed {
         0 => Ok(()),
         n => anyhow::bail!("{n} fetch run(s) did not succeed"),

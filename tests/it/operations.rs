@@ -5,7 +5,7 @@ use mailchimp_sync::domain::fetch::{Mode, Target, Trigger};
 use mailchimp_sync::fake_mailchimp::{FakeMailchimp, NewMember, Source};
 use mailchimp_sync::grpc::pb;
 use mailchimp_sync::store::fetch_runs::{self, Claim};
-use mailchimp_sync::store::{Store, contacts};
+use mailchimp_sync::store::{Store, accounts, contacts, lists};
 
 use crate::bodies;
 use crate::helpers::{API_KEY, TestApp, TestDb, with_token};
@@ -218,16 +218,21 @@ async fn sigint_mid_burst_exits_0_and_every_answered_webhook_is_stored() {
     stop_mid_burst_loses_nothing_answered("INT").await;
 }
 
-#[tokio::test]
-async fn sigterm_during_a_fetch_marks_the_run_interrupted_and_exits_0() {
+/// A served fake audience whose every answer takes seconds, so that a run is still on its
+/// first page when a signal comes, however loaded the machine.
+async fn slow_fake() -> FakeMailchimp {
     let fake = FakeMailchimp::new(API_KEY);
     fake.add_list(LIST, "Newsletter");
     fake.add_synthetic_members(LIST, 5_000);
-    // Every Mailchimp answer takes this long, so the run is still on its first page when
-    // the signal comes, however loaded the machine.
     fake.faults().set_delay(std::time::Duration::from_secs(3));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     fake.serve(listener).await.unwrap();
+    fake
+}
+
+#[tokio::test]
+async fn sigterm_during_a_fetch_marks_the_run_interrupted_and_exits_0() {
+    let fake = slow_fake().await;
     let db = TestDb::create();
     let log_dir = tempfile::tempdir().expect("a temporary folder");
     let mut serve = ServeProcess::start(&db, log_dir.path());
@@ -250,6 +255,82 @@ async fn sigterm_during_a_fetch_marks_the_run_interrupted_and_exits_0() {
     let mut conn = store.connection().expect("a connection");
     let stored = fetch_runs::get(&mut conn, run.id).expect("the run is stored");
     assert_eq!(stored.state, fetch_runs::INTERRUPTED, "{}", serve.logs());
+}
+
+#[tokio::test]
+async fn sigterm_during_the_fetch_command_marks_the_run_interrupted() {
+    stop_the_fetch_command("TERM").await;
+}
+
+#[tokio::test]
+async fn ctrl_c_during_the_fetch_command_marks_the_run_interrupted() {
+    stop_the_fetch_command("INT").await;
+}
+
+/// `mailchimp-sync fetch` stopped by a signal while it waits for its first page: it exits
+/// non-zero saying why, and the run is marked interrupted, not left running.
+async fn stop_the_fetch_command(signal: &str) {
+    let fake = slow_fake().await;
+    let db = TestDb::create();
+    let store = Store::open(&db.url, 1).expect("the store opens");
+    store.migrate().expect("migrated");
+    let audience = {
+        let mut conn = store.connection().expect("a connection");
+        let now = mailchimp_sync::now();
+        let new = accounts::NewAccount {
+            name: "Acme",
+            api_key: API_KEY,
+            data_center: "us6",
+            api_base_url: Some(&fake.base_url()),
+            create_date: now,
+            write_date: now,
+        };
+        let account = accounts::insert(&mut conn, &new).expect("an account");
+        lists::get_or_create(&mut conn, account.id, LIST, now).expect("an audience")
+    };
+
+    let fetch = std::process::Command::new(env!("CARGO_BIN_EXE_mailchimp-sync"))
+        .args(["fetch", "--full", "--audience", &audience.id.to_string()])
+        .args(["--database-url", &db.url])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the fetch starts");
+    // The run is claimed before its first page is asked for.
+    let run = loop {
+        let mut conn = store.connection().expect("a connection");
+        let running = fetch_runs::RunFilter {
+            list_id: Some(audience.id),
+            state: Some(fetch_runs::RUNNING.to_owned()),
+        };
+        if let Some(run) = fetch_runs::page(&mut conn, &running, 0, 1)
+            .expect("read")
+            .pop()
+        {
+            break run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let pid = fetch.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let exit = tokio::task::spawn_blocking(move || fetch.wait_with_output());
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), exit)
+        .await
+        .expect("the fetch ends soon after the signal")
+        .expect("joined")
+        .expect("the fetch ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped by a signal"), "{stderr}");
+
+    let mut conn = store.connection().expect("a connection");
+    let stored = fetch_runs::get(&mut conn, run.id).expect("the run is stored");
+    assert_eq!(stored.state, fetch_runs::INTERRUPTED, "{stderr}");
 }
 
 #[tokio::test]
