@@ -21,7 +21,7 @@ use crate::error::{AppError, AppResult, Kind};
 use crate::store::events::NewEvent;
 use crate::store::known::Known;
 use crate::store::{
-    DbConnection, HeldConnection, IdPool, Store, StoreError, StoreResult, changes, events,
+    DbConnection, HeldConnection, IdPool, Store, StoreError, StoreResult, accounts, changes, events,
 };
 use crate::webhook::event::{self, Envelope, Event, RawEvent, Rejection};
 
@@ -247,7 +247,8 @@ fn write_loop(store: &Store, feed: &watch::Sender<i64>, mut queue: mpsc::Receive
 
 /// What a committed batch did.
 struct Written {
-    receipts: Vec<Receipt>,
+    /// One a delivery, in order: its receipt, or why it alone could not be stored.
+    receipts: Vec<StoreResult<Receipt>>,
     /// The change feed's last sequence, when the batch added to it.
     last_sequence: Option<i64>,
 }
@@ -312,7 +313,7 @@ fn write_together(
     let receipts = batch
         .iter()
         .zip(&outcomes)
-        .map(|(job, applied)| job.delivery.receipt(applied))
+        .map(|(job, applied)| Ok(job.delivery.receipt(applied)))
         .collect();
     Ok(Written {
         receipts,
@@ -368,7 +369,9 @@ fn write_isolated(conn: &mut DbConnection, batch: &[Job]) -> StoreResult<Written
         .iter()
         .map(|job| store_isolated(conn, &mut known, &job.delivery))
         .collect::<StoreResult<Vec<_>>>()?;
-    let changed = receipts.iter().any(|r| r.outcome == Outcome::Applied);
+    let changed = receipts
+        .iter()
+        .any(|r| r.as_ref().is_ok_and(|r| r.outcome == Outcome::Applied));
     let last_sequence = match changed {
         true => Some(changes::last_sequence(conn)?),
         false => None,
@@ -383,7 +386,7 @@ fn answer(batch: Vec<Job>, result: StoreResult<Written>, feed: &watch::Sender<i6
     match result {
         Ok(written) => {
             for (job, receipt) in batch.into_iter().zip(written.receipts) {
-                let _ = job.reply.send(Ok(receipt));
+                let _ = job.reply.send(receipt);
             }
             // Tells change watchers how far the feed now goes.
             if let Some(last) = written.last_sequence {
@@ -403,12 +406,14 @@ fn answer(batch: Vec<Job>, result: StoreResult<Written>, feed: &watch::Sender<i6
 
 /// Stores one delivery in a savepoint of its own: whatever goes wrong with it, short of
 /// the database going away, leaves its neighbours in the batch untouched, and the raw body
-/// is still kept, as `failed`.
+/// is still kept, as `failed`. Only when not even that can be stored (its account was
+/// deleted since the request was read) is the delivery answered with an error of its own,
+/// `NotFound` for a deleted account; the outer error is for the whole batch.
 fn store_isolated(
     conn: &mut DbConnection,
     known: &mut Known,
     delivery: &Delivery,
-) -> StoreResult<Receipt> {
+) -> StoreResult<StoreResult<Receipt>> {
     let stored = diesel::Connection::transaction(conn, |conn| {
         let applied = match &delivery.plan {
             Plan::Settled { applied, .. } => applied.clone(),
@@ -424,29 +429,38 @@ fn store_isolated(
         events::insert(conn, &delivery.row(&applied))?;
         Ok(delivery.receipt(&applied))
     });
-    match stored {
-        Ok(receipt) => Ok(receipt),
+    let error = match stored {
+        Ok(receipt) => return Ok(Ok(receipt)),
+        Err(error @ StoreError::Unavailable(_)) => return Err(error),
+        Err(error) => error,
+    };
+    known.forget_all();
+    tracing::error!(account_id = delivery.account_id, error = %error, "webhook event stored raw only");
+    let note = "could not be stored as received; only the raw body was kept";
+    let new = NewEvent {
+        account_id: delivery.account_id,
+        mailchimp_list_id: None,
+        event_type: None,
+        fired_at: None,
+        raw_body: delivery.body.to_vec(),
+        outcome: Outcome::Failed.as_str(),
+        error: Some(note.to_owned()),
+        received_date: delivery.received,
+    };
+    match diesel::Connection::transaction(conn, |conn| events::insert(conn, &new)) {
+        Ok(()) => Ok(Ok(Receipt {
+            outcome: Outcome::Failed,
+            reason: None,
+            event_type: None,
+        })),
         Err(error @ StoreError::Unavailable(_)) => Err(error),
         Err(error) => {
-            known.forget_all();
-            tracing::error!(account_id = delivery.account_id, error = %error, "webhook event stored raw only");
-            let note = "could not be stored as received; only the raw body was kept";
-            let new = NewEvent {
-                account_id: delivery.account_id,
-                mailchimp_list_id: None,
-                event_type: None,
-                fired_at: None,
-                raw_body: delivery.body.to_vec(),
-                outcome: Outcome::Failed.as_str(),
-                error: Some(note.to_owned()),
-                received_date: delivery.received,
-            };
-            events::insert(conn, &new)?;
-            Ok(Receipt {
-                outcome: Outcome::Failed,
-                reason: None,
-                event_type: None,
-            })
+            let gone = matches!(
+                accounts::get(conn, delivery.account_id),
+                Err(StoreError::NotFound)
+            );
+            tracing::warn!(account_id = delivery.account_id, gone, error = %error, "webhook event not stored");
+            Ok(Err(if gone { StoreError::NotFound } else { error }))
         }
     }
 }
@@ -535,9 +549,14 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("batch.db").display());
         let store = Store::open(&url, 2).expect("the store opens");
         store.migrate().expect("migrated");
+        let account = new_account(&store, "Batch");
+        (dir, store, account)
+    }
+
+    fn new_account(store: &Store, name: &str) -> i64 {
         let now = at("2026-03-02 10:00:00");
         let new = NewAccount {
-            name: "Batch",
+            name,
             api_key: "0123456789abcdef0123456789abcdef-us6",
             data_center: "us6",
             api_base_url: None,
@@ -545,9 +564,7 @@ mod tests {
             write_date: now,
         };
         let mut conn = store.connection().expect("a connection");
-        let account = accounts::insert(&mut conn, &new).expect("an account");
-        drop(conn);
-        (dir, store, account.id)
+        accounts::insert(&mut conn, &new).expect("an account").id
     }
 
     fn body(pairs: &[(&str, &str)]) -> Bytes {
@@ -703,6 +720,7 @@ mod tests {
             .write_blocking(|conn| write_isolated(conn, &batch2))
             .expect("the batch is written event by event");
 
+        let (written, expected) = (receipts(written), receipts(expected));
         assert_eq!(written.receipts, expected.receipts);
         assert_eq!(written.last_sequence, expected.last_sequence);
         let (got, want) = (dump(&together, account_id), dump(&isolated, account_id2));
@@ -711,6 +729,72 @@ mod tests {
         }
         assert_eq!(got.len(), want.len());
         written.receipts.iter().map(|r| r.outcome).collect()
+    }
+
+    /// What each delivery of a written batch was answered: in these tests, always a receipt.
+    struct Receipts {
+        receipts: Vec<Receipt>,
+        last_sequence: Option<i64>,
+    }
+
+    fn receipts(written: Written) -> Receipts {
+        Receipts {
+            receipts: written
+                .receipts
+                .into_iter()
+                .map(|r| r.expect("every delivery of the batch has its receipt"))
+                .collect(),
+            last_sequence: written.last_sequence,
+        }
+    }
+
+    /// An account deleted between a request's arrival and its batch: its deliveries cannot
+    /// be stored at all and are answered `NotFound`, each on its own; the other account's
+    /// deliveries of the same batch are stored and applied.
+    #[test]
+    fn deliveries_of_an_account_deleted_meanwhile_fail_alone() {
+        let (_dir, store, kept) = fresh_store();
+        let gone = new_account(&store, "Gone");
+        let mut conn = store.connection().expect("a connection");
+        let list = "aa11bb22cc";
+        let subscribe = |n: usize| {
+            let email = format!("p{n}@example.org");
+            member(
+                "subscribe",
+                list,
+                &email,
+                "2026-03-02 09:00:01",
+                &format!("id{n}"),
+            )
+        };
+        let mut batch = Vec::new();
+        for n in 0..4 {
+            let account = if n % 2 == 0 { kept } else { gone };
+            batch.extend(jobs(account, vec![subscribe(n)]));
+        }
+        accounts::delete(&mut conn, gone).expect("deleted");
+        drop(conn);
+
+        let written = write_batch(&store, &mut None, &batch).expect("the batch is written");
+        for (n, receipt) in written.receipts.iter().enumerate() {
+            match (n % 2 == 0, receipt) {
+                (true, Ok(receipt)) => assert_eq!(receipt.outcome, Outcome::Applied),
+                (false, Err(StoreError::NotFound)) => {}
+                (kept, other) => panic!("delivery {n} (kept: {kept}): {other:?}"),
+            }
+        }
+        let mut conn = store.connection().expect("a connection");
+        let stored = events::page(&mut conn, &events::EventFilter::default(), 0, 100);
+        let stored = stored.expect("events");
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        assert!(stored.iter().all(|event| event.account_id == kept));
+        let filter = contacts::ContactFilter::default();
+        assert_eq!(
+            contacts::page(&mut conn, &filter, 0, 100)
+                .expect("contacts")
+                .len(),
+            2
+        );
     }
 
     #[test]

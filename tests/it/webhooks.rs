@@ -2,6 +2,7 @@
 //! changes, the blacklist, hostile bodies and replay.
 
 use mailchimp_sync::grpc::pb;
+use mailchimp_sync::store::accounts;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
@@ -93,6 +94,37 @@ async fn unknown_tokens_answer_404_and_reveal_nothing() {
         "answers differ between unknown tokens: {answers:?}"
     );
     assert_absent(&app, "probe@example.com").await;
+    app.shutdown().await;
+}
+
+/// An account deleted while its token is still remembered: its next webhook cannot be
+/// stored and is answered 404, and a webhook of another account arriving with it is stored
+/// and answered 200, not failed with it.
+#[tokio::test]
+async fn a_webhook_of_an_account_deleted_meanwhile_fails_alone() {
+    let app = TestApp::spawn().await;
+    let (gone, gone_url) = app.create_account().await;
+    let (kept, kept_url) = app.create_account().await;
+    let first = bodies::subscribe(LIST_A, "first@example.com", T1).encode();
+    assert_eq!(app.post_webhook(&gone_url, first).await.0, 200);
+    // Behind the service's back, so that the token stays remembered for a moment.
+    let store = app.state().store.clone();
+    store
+        .write(move |conn| accounts::delete(conn, gone))
+        .await
+        .expect("deleted");
+
+    let late = bodies::subscribe(LIST_A, "late@example.com", T2).encode();
+    let neighbour = bodies::subscribe(LIST_B, "neighbour@example.com", T2).encode();
+    let (late, neighbour) = tokio::join!(
+        app.post_webhook(&gone_url, late),
+        app.post_webhook(&kept_url, neighbour)
+    );
+    assert_eq!(late.0, 404, "{late:?}");
+    assert_eq!(neighbour.0, 200, "{neighbour:?}");
+    assert_eq!(app.latest_event(kept).await.outcome, "applied");
+    assert!(app.get_contact("neighbour@example.com").await.is_ok());
+    assert_absent(&app, "late@example.com").await;
     app.shutdown().await;
 }
 
