@@ -22,6 +22,10 @@ use crate::store::subscriptions::{self, MemberState, SubscriptionRow};
 use crate::store::{DbConnection, IdPool, StoreResult, changes};
 use crate::webhook::event::{Event, MemberData};
 
+/// The most a contact's merge fields take, as JSON: what one webhook body may carry. Real
+/// audiences stay far below it, even a contact's on several of them together.
+pub const MAX_MERGE_FIELDS: usize = 64 * 1024;
+
 /// What became of one webhook event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -417,7 +421,10 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The profile a member describes, its merge fields laid over those already held.
+    /// The profile a member describes, its merge fields laid over those already held (a
+    /// contact on several audiences gathers each audience's fields), up to
+    /// [`MAX_MERGE_FIELDS`]: past it, the member's own fields replace the held ones, so that
+    /// events each naming fields never seen before cannot grow a contact without end.
     fn profile_of(&self, member: &MemberData, held: Held<'_>) -> Profile {
         let mut fields = held.merge_fields;
         fields.extend(
@@ -426,6 +433,10 @@ impl Ctx<'_> {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
+        let mut merge_fields = Value::Object(fields).to_string();
+        if merge_fields.len() > MAX_MERGE_FIELDS {
+            merge_fields = Value::Object(member.merge_fields.clone()).to_string();
+        }
         let interests = match self.fetched_tags {
             Some(_) => held.interests.to_owned(),
             None => Value::from(member.interests.clone()).to_string(),
@@ -434,7 +445,7 @@ impl Ctx<'_> {
             name: member.full_name(),
             first_name: member.first_name.clone(),
             last_name: member.last_name.clone(),
-            merge_fields: Value::Object(fields).to_string(),
+            merge_fields,
             interests,
             tags: self
                 .fetched_tags

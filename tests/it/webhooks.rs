@@ -259,6 +259,41 @@ async fn a_late_unsubscribe_older_than_a_resubscribe_echo_is_stale() {
 
 /// A profile edit says nothing about the status: a clean fired before it, arriving after
 /// it, still cleans.
+/// Profile edits that each name merge fields never seen before: a contact gathers fields
+/// up to a bound, then takes the latest event's own fields, and the events keep applying.
+#[tokio::test]
+async fn merge_fields_never_seen_before_cannot_grow_a_contact_without_end() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let email = "wide@example.com";
+    let subscribe = bodies::subscribe(LIST_A, email, T1).encode();
+    assert_eq!(app.post_webhook(&url, subscribe).await.0, 200);
+    // Each edit carries 1,500 new fields, about half the bound as JSON.
+    let value = "v".repeat(8);
+    for round in 0..8 {
+        let at = format!("2026-04-01 11:00:{round:02}");
+        let mut profile = bodies::profile(LIST_A, email, &at);
+        for n in 0..1_500 {
+            profile = profile.with(&format!("data[merges][R{round}F{n}]"), &value);
+        }
+        let body = profile.encode();
+        assert!(body.len() < 64 * 1024, "each body is within the limit");
+        assert_eq!(app.post_webhook(&url, body).await.0, 200);
+        assert_eq!(app.latest_event(account_id).await.outcome, "applied");
+    }
+    let contact = app.get_contact(email).await.expect("the contact");
+    let fields = contact.merge_fields.expect("merge fields").fields;
+    let size: usize = fields.keys().map(|k| k.len() + value.len() + 6).sum();
+    assert!(
+        size <= mailchimp_sync::domain::apply::MAX_MERGE_FIELDS,
+        "{size} bytes"
+    );
+    assert!(fields.contains_key("R7F0") && fields.contains_key("R7F1499"));
+    assert!(!fields.contains_key("R0F0"), "{} fields", fields.len());
+    assert_eq!(contact.subscriptions[0].status, "subscribed");
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_late_clean_older_than_a_profile_edit_still_cleans() {
     let app = TestApp::spawn().await;
