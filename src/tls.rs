@@ -54,7 +54,8 @@ impl TlsFiles {
             cert: read(&self.cert, "certificate")?,
             key: read(&self.key, "private key")?,
         };
-        pem.server_config()?;
+        pem.server_config()
+            .with_context(|| format!("{} with {}", self.cert.display(), self.key.display()))?;
         Ok(pem)
     }
 }

@@ -188,6 +188,7 @@ async fn a_missing_or_unparsable_certificate_stops_the_start_with_a_clear_error(
     let garbage = write(dir.path(), "garbage.pem", "not a certificate\n");
     let missing = dir.path().join("missing.pem");
     let certs = TestCerts::generate();
+    let other = TestCerts::generate();
 
     let cases = [
         (
@@ -210,6 +211,11 @@ async fn a_missing_or_unparsable_certificate_stops_the_start_with_a_clear_error(
             Some((certs.files.key.clone(), certs.files.key.clone())),
             "PEM",
         ),
+        (
+            Some((certs.files.cert.clone(), other.files.key.clone())),
+            None,
+            "does not fit",
+        ),
     ];
     for (http, grpc, expected) in cases {
         let files =
@@ -227,6 +233,11 @@ async fn a_missing_or_unparsable_certificate_stops_the_start_with_a_clear_error(
         assert!(
             message.contains("--"),
             "the message names the flag: {message}"
+        );
+        let (cert, _) = http.or(grpc).expect("a pair of files");
+        assert!(
+            message.contains(&*cert.to_string_lossy()),
+            "the message names the file: {message}"
         );
     }
 }
