@@ -581,10 +581,14 @@ where
     // SQLite: IMMEDIATE takes the write lock up front, so the busy timeout applies, instead of
     // failing when a read transaction later tries to upgrade.
     // PostgreSQL: writers take turns on a transaction-scoped advisory lock, taken in the
-    // same round trip as BEGIN.
+    // same round trip as BEGIN. The transaction also asks for generic plans: its prepared
+    // lookups take arrays, and a custom plan would be made anew at every bind.
     let begin = match conn {
         DbConnection::Sqlite(_) => "BEGIN IMMEDIATE",
-        DbConnection::Postgresql(_) => "BEGIN; SELECT pg_advisory_xact_lock(7305001)",
+        DbConnection::Postgresql(_) => {
+            "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+             SELECT pg_advisory_xact_lock(7305001)"
+        }
     };
     let began =
         on_backend!(&mut *conn, c => AnsiTransactionManager::begin_transaction_sql(c, begin));
