@@ -291,9 +291,11 @@ impl From<DieselError> for StoreError {
             }
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
             | DieselError::BrokenTransactionManager => StoreError::Unavailable(Box::new(error)),
-            // SQLite's busy timeout ran out: another process held the write lock throughout.
+            // SQLite's busy timeout, or PostgreSQL's lock timeout, ran out: another process
+            // held the write lock throughout.
             DieselError::DatabaseError(_, ref info)
-                if info.message().contains("database is locked") =>
+                if info.message().contains("database is locked")
+                    || info.message().contains("due to lock timeout") =>
             {
                 StoreError::Unavailable(Box::new(error))
             }
@@ -357,7 +359,11 @@ impl ManageConnection for Manager {
             }
             Backend::Sqlite => SqliteConnection::establish(&self.target).map(DbConnection::Sqlite),
         };
-        conn.map_err(r2d2::Error::ConnectionError)
+        conn.map_err(|error| {
+            // libpq quotes what it could not parse, which may be the URL's password.
+            let message = without_password(error.to_string().trim_end(), &self.target);
+            r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(message))
+        })
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
@@ -378,7 +384,11 @@ impl ManageConnection for Manager {
 /// statement journals in memory rather than in temporary files (a multi-row upsert inside a
 /// transaction keeps one, so that it can be undone alone).
 ///
-/// PostgreSQL: no sequential scans. Every query of this service reads by key or pages in
+/// PostgreSQL: a writer waits at most 4 seconds for a lock, so that a replica stalled inside
+/// its write transaction costs other replicas' webhooks a 503 (Mailchimp retries) rather
+/// than a hang; and a session that stays idle inside a transaction for 30 seconds, which no
+/// code path here does while running, is ended by the server, which frees the lock. No
+/// sequential scans. Every query of this service reads by key or pages in
 /// key order, so an index can always serve it. diesel keeps its statements prepared per
 /// connection and PostgreSQL settles on one generic plan per statement after a few runs;
 /// without this, a plan made while a table was small (or had no statistics yet, as with
@@ -396,10 +406,58 @@ impl CustomizeConnection<DbConnection, r2d2::Error> for SessionSetup {
                  PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
                  PRAGMA temp_store = MEMORY;"
             }
-            DbConnection::Postgresql(_) => "SET enable_seqscan = off",
+            DbConnection::Postgresql(_) => POSTGRES_SESSION,
         };
         conn.batch_execute(setup).map_err(r2d2::Error::QueryError)
     }
+}
+
+const POSTGRES_SESSION: &str = "SET enable_seqscan = off; SET lock_timeout = '4s'; \
+     SET idle_in_transaction_session_timeout = '30s'";
+
+/// Connection failures are reported by whoever waited for the connection, with the last
+/// failure's text; r2d2 would also log each attempt at `error`.
+#[derive(Debug)]
+struct QuietErrors;
+
+impl r2d2::HandleError<r2d2::Error> for QuietErrors {
+    fn handle_error(&self, error: r2d2::Error) {
+        tracing::debug!(error = %error, "database connection attempt failed");
+    }
+}
+
+/// `message` with every trace of the password in the database URL `url` masked. A URL
+/// that is not well formed leaves it unclear where the password ends (a driver may quote
+/// any part of it), so the text between the scheme and the last `@` after the user name's
+/// `:` counts as the password, and so does each piece of it between separators.
+pub fn without_password(message: &str, url: &str) -> String {
+    let Some((_, rest)) = url.split_once("://") else {
+        return message.to_owned();
+    };
+    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+        return message.to_owned();
+    };
+    let Some((_, password)) = userinfo.split_once(':') else {
+        return message.to_owned();
+    };
+    let decoded = percent_encoding::percent_decode_str(password)
+        .decode_utf8_lossy()
+        .into_owned();
+    let mut secrets: Vec<&str> = [password, decoded.as_str()]
+        .into_iter()
+        .flat_map(|whole| {
+            let pieces = whole.split(['/', '@', ':', '?', '#', '%']);
+            std::iter::once(whole).chain(pieces.filter(|piece| piece.len() >= 3))
+        })
+        .filter(|secret| !secret.is_empty())
+        .collect();
+    // The longest first, so that a piece never masks part of a longer secret that holds it.
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    secrets
+        .into_iter()
+        .fold(message.to_owned(), |text, secret| {
+            text.replace(secret, "***")
+        })
 }
 
 pub type Pool = r2d2::Pool<Manager>;
@@ -429,6 +487,7 @@ impl Store {
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(5))
             .connection_customizer(Box::new(SessionSetup))
+            .error_handler(Box::new(QuietErrors))
             .build_unchecked(Manager { backend, target });
         Ok(Store {
             pool,
@@ -554,9 +613,17 @@ fn migrations_for(conn: &DbConnection) -> EmbeddedMigrations {
 /// Applies every pending migration on one connection.
 pub fn run_migrations(conn: &mut DbConnection) -> StoreResult<Vec<String>> {
     let migrations = migrations_for(conn);
-    let ran = on_backend!(conn, c => c.run_pending_migrations(migrations).map(versions))
-        .map_err(|e| StoreError::Migration(e.to_string()))?;
-    Ok(ran)
+    // A migration waits as long as it takes for the tables it alters, not a writer's 4 s.
+    let postgres = matches!(conn, DbConnection::Postgresql(_));
+    if postgres {
+        conn.batch_execute("SET lock_timeout = 0")?;
+    }
+    let ran = on_backend!(&mut *conn, c => c.run_pending_migrations(migrations).map(versions))
+        .map_err(|e| StoreError::Migration(e.to_string()));
+    if postgres {
+        conn.batch_execute(POSTGRES_SESSION)?;
+    }
+    ran
 }
 
 /// Reverts every applied migration, newest first; used to prove each `down.sql` works.
@@ -569,6 +636,12 @@ pub fn revert_all_migrations(conn: &mut DbConnection) -> StoreResult<Vec<String>
 fn versions(list: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
     list.iter().map(ToString::to_string).collect()
 }
+
+/// The advisory lock PostgreSQL writers take in turn, in every replica.
+pub const WRITE_LOCK: i64 = 7305001;
+
+const POSTGRES_BEGIN_WRITE: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+     SELECT pg_advisory_xact_lock(7305001)";
 
 /// Runs `work` in a write transaction that every writer, in this process or another replica,
 /// takes in turn. Serial writers keep the change feed's sequence in commit order, so a reader
@@ -585,10 +658,7 @@ where
     // lookups take arrays, and a custom plan would be made anew at every bind.
     let begin = match conn {
         DbConnection::Sqlite(_) => "BEGIN IMMEDIATE",
-        DbConnection::Postgresql(_) => {
-            "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
-             SELECT pg_advisory_xact_lock(7305001)"
-        }
+        DbConnection::Postgresql(_) => POSTGRES_BEGIN_WRITE,
     };
     let began =
         on_backend!(&mut *conn, c => AnsiTransactionManager::begin_transaction_sql(c, begin));
@@ -610,5 +680,63 @@ where
             let _ = on_backend!(&mut *conn, c => AnsiTransactionManager::rollback_transaction(c));
             Err(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_masked_wherever_a_driver_quotes_it() {
+        let cases = [
+            // Well formed, quoted whole or decoded.
+            (
+                "postgres://u:s3cr%40t@h/db",
+                "bad password s3cr%40t",
+                "s3cr%40t",
+            ),
+            (
+                "postgres://u:s3cr%40t@h/db",
+                "bad password s3cr@t",
+                "s3cr@t",
+            ),
+            // An unencoded `%`: the driver quotes the raw text.
+            (
+                "postgres://u:My%Pass!word@h/db",
+                "invalid token \"My%Pass!word\"",
+                "Pass",
+            ),
+            // An unencoded `/`: the driver reads part of the password as a port.
+            (
+                "postgres://u:hunter2/x@h/db",
+                "invalid port \"hunter2\"",
+                "hunter2",
+            ),
+            // An unencoded `@`: the driver reads part of it as a host name.
+            (
+                "postgres://u:Sec@ret42@h/db",
+                "no host \"ret42@h\"",
+                "ret42",
+            ),
+        ];
+        for (url, message, secret) in cases {
+            let masked = without_password(message, url);
+            assert!(!masked.contains(secret), "{url}: {masked}");
+            assert!(masked.contains("***"), "{url}: {masked}");
+        }
+    }
+
+    #[test]
+    fn a_url_without_a_password_leaves_the_message_alone() {
+        for url in ["postgres://u@h/db", "postgres://h/db", "sqlite://a:b.db"] {
+            let message = "could not connect to u@h: b.db";
+            assert_eq!(without_password(message, url), message, "{url}");
+        }
+    }
+
+    #[test]
+    fn postgres_writers_take_the_named_lock() {
+        assert!(POSTGRES_BEGIN_WRITE.contains(&format!("pg_advisory_xact_lock({WRITE_LOCK})")));
     }
 }

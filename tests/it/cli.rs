@@ -73,3 +73,28 @@ fn a_pool_too_small_for_the_webhook_writer_is_refused() {
     assert!(error.contains("--db-connections"), "{error}");
     assert!(error.contains("2..=256"), "{error}");
 }
+
+#[test]
+fn a_malformed_database_url_fails_without_showing_its_password() {
+    for (url, password) in [
+        ("postgres://sync:My%Pass!word@127.0.0.1:5432/x", "Pass!word"),
+        ("postgres://sync:hunter2/x@127.0.0.1/x", "hunter2"),
+        ("postgres://sync:Sec@ret42@127.0.0.1:5432/x", "ret42"),
+    ] {
+        let output = mailchimp_sync(&["migrate", "--database-url", url]);
+        assert!(!output.status.success(), "{url}: {output:?}");
+        let error = text(&output.stderr);
+        assert!(
+            error.contains("database is unavailable"),
+            "{url}: says what failed: {error}"
+        );
+        assert!(
+            !error.contains(password),
+            "{url}: shows its password: {error}"
+        );
+        assert!(
+            !text(&output.stdout).contains(password),
+            "{url}: shows its password on stdout"
+        );
+    }
+}

@@ -155,6 +155,29 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// PostgreSQL: another replica's writer, stalled inside its write transaction, holding
+    /// the writers' lock until the guard is dropped. SQLite has no such lock: `None`.
+    pub fn stalled_writer(&self) -> Option<Outage> {
+        let Cleanup::Postgres { .. } = &self.cleanup else {
+            return None;
+        };
+        let mut stalled = PgConnection::establish(&self.url).expect("a second session");
+        let lock = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({})",
+            mailchimp_sync::store::WRITE_LOCK
+        );
+        diesel::connection::SimpleConnection::batch_execute(&mut stalled, &lock)
+            .expect("the writers' lock");
+        let restore = move || {
+            let _ = diesel::sql_query("ROLLBACK").execute(&mut stalled);
+        };
+        Some(Outage {
+            restore: Some(Box::new(restore)),
+        })
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Cleanup::Postgres { admin_url, name } = &self.cleanup else {
@@ -287,6 +310,14 @@ impl TestApp {
             .as_ref()
             .expect("the instance owns its database")
             .end_sessions()
+    }
+
+    /// See [`TestDb::stalled_writer`].
+    pub fn stalled_writer(&self) -> Option<Outage> {
+        self.db
+            .as_ref()
+            .expect("the instance owns its database")
+            .stalled_writer()
     }
 
     /// Cuts the service off its database until the guard is dropped.

@@ -75,6 +75,32 @@ async fn sessions_ended_while_idle_cost_no_webhook() {
     app.shutdown().await;
 }
 
+/// A replica stalled inside its write transaction (a frozen machine, a cut network) holds
+/// the writers' lock: the others answer 503 after a bounded wait, store nothing, and take
+/// webhooks again once the lock is free.
+#[tokio::test]
+async fn a_stalled_replica_costs_others_a_503_not_a_hang() {
+    let app = TestApp::spawn().await;
+    let (account_id, url) = app.create_account().await;
+    let Some(stalled) = app.stalled_writer() else {
+        return;
+    };
+    let body = bodies::subscribe(LIST, "first@example.com", "2026-03-02 10:00:00").encode();
+    let (status, text) = app.post_webhook(&url, body.clone()).await;
+    assert_eq!(status, 503, "{text}");
+    drop(stalled);
+    assert_eq!(
+        app.events_of(account_id).await.len(),
+        0,
+        "the refused event left nothing"
+    );
+
+    let (status, text) = app.post_webhook(&url, body).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(app.events_of(account_id).await.len(), 1);
+    app.shutdown().await;
+}
+
 /// The next status the health stream reports; the bound is for a failure, never a wait.
 async fn next_status(health: &mut tonic::Streaming<HealthCheckResponse>) -> ServingStatus {
     let next = tokio::time::timeout(std::time::Duration::from_secs(30), health.message());
