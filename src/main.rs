@@ -140,7 +140,8 @@ struct ServeArgs {
     #[arg(
         long,
         env = "MAILCHIMP_SYNC_FETCH_SCHEDULE",
-        default_value = "0 0 2 * * *"
+        default_value = "0 0 2 * * *",
+        value_parser = fetch_schedule
     )]
     fetch_schedule: String,
 
@@ -237,6 +238,15 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// A schedule the service can run, or empty; refused before anything starts.
+fn fetch_schedule(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if !value.is_empty() {
+        mailchimp_sync::schedule::check(value)?;
+    }
+    Ok(value.to_owned())
+}
+
 fn config(database: &DatabaseArgs) -> Config {
     Config {
         database_url: database.database_url.clone(),
@@ -264,7 +274,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url.clone(),
         allow_insecure_webhook_url: args.allow_insecure_webhook_url,
         fetch: args.mailchimp.settings(),
-        fetch_schedule: Some(args.fetch_schedule.trim().to_owned()).filter(|s| !s.is_empty()),
+        fetch_schedule: Some(args.fetch_schedule.clone()).filter(|s| !s.is_empty()),
         drain_limit: std::time::Duration::from_secs(args.shutdown_grace),
         ..config(&args.database)
     };

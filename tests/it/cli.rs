@@ -98,3 +98,26 @@ fn a_malformed_database_url_fails_without_showing_its_password() {
         );
     }
 }
+
+#[test]
+fn a_fetch_schedule_that_cannot_run_is_refused_before_anything_starts() {
+    let db = TestDb::create();
+    for (schedule, why) in [
+        ("0 0 2 * * * 2030", "six cron fields"),
+        ("0 0 2 31 2 *", "no time to come"),
+    ] {
+        let output = mailchimp_sync(&[
+            "serve",
+            "--database-url",
+            &db.url,
+            "--fetch-schedule",
+            schedule,
+        ]);
+        assert!(!output.status.success(), "{schedule}: {output:?}");
+        let error = text(&output.stderr);
+        assert!(error.contains("--fetch-schedule"), "{schedule}: {error}");
+        assert!(error.contains(why), "{schedule}: {error}");
+    }
+    let store = Store::open(&db.url, 1).expect("the store opens");
+    assert!(!store.is_ready(), "refused before the migrations ran");
+}
