@@ -76,7 +76,8 @@ struct MailchimpArgs {
     mailchimp_concurrency: u8,
 
     /// Timeout of one Mailchimp API request, in seconds.
-    #[arg(long, env = "MAILCHIMP_SYNC_MAILCHIMP_TIMEOUT", default_value_t = 60)]
+    #[arg(long, env = "MAILCHIMP_SYNC_MAILCHIMP_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     mailchimp_timeout: u64,
 }
 
@@ -226,8 +227,9 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_env("MAILCHIMP_SYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The scheduler reports its own start-up steps at `info`; they say nothing to an operator.
+    let filter = EnvFilter::try_from_env("MAILCHIMP_SYNC_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_cron_scheduler=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -337,6 +337,12 @@ impl Backend {
                 "the SQLite URL needs a file path".to_owned(),
             ));
         }
+        // The driver would take `?mode=ro` as part of the file name.
+        if path.contains('?') {
+            return Err(StoreError::BadUrl(
+                "the SQLite URL takes no parameters (`?`)".to_owned(),
+            ));
+        }
         Ok((Backend::Sqlite, path.to_owned()))
     }
 }
@@ -732,6 +738,25 @@ mod tests {
         for url in ["postgres://u@h/db", "postgres://h/db", "sqlite://a:b.db"] {
             let message = "could not connect to u@h: b.db";
             assert_eq!(without_password(message, url), message, "{url}");
+        }
+    }
+
+    #[test]
+    fn sqlite_urls_name_a_file_and_nothing_else() {
+        assert_eq!(
+            Backend::parse("sqlite://data/sync.db").ok(),
+            Some((Backend::Sqlite, "data/sync.db".to_owned()))
+        );
+        for url in [
+            "sqlite://",
+            "sqlite://:memory:",
+            "sqlite://q.db?mode=ro",
+            "q.db",
+        ] {
+            assert!(
+                matches!(Backend::parse(url), Err(StoreError::BadUrl(_))),
+                "{url}"
+            );
         }
     }
 
