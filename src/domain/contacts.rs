@@ -137,11 +137,14 @@ pub fn decode_page_token(token: &str) -> AppResult<i64> {
 
 pub fn next_page_token<T>(rows: &[T], limit: i64, id: impl Fn(&T) -> i64) -> String {
     match rows.last() {
-        Some(last) if rows.len() as i64 == limit => {
-            URL_SAFE_NO_PAD.encode(format!("after:{}", id(last)))
-        }
+        Some(last) if rows.len() as i64 == limit => page_token_after(id(last)),
         _ => String::new(),
     }
+}
+
+/// The token of the page that follows the row with this id.
+pub fn page_token_after(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("after:{id}"))
 }
 
 #[cfg(test)]

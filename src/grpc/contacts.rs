@@ -57,7 +57,14 @@ impl ContactService for Contacts {
             &request.page_token,
         )
         .await?;
-        let contacts = views.into_iter().map(convert::contact).collect();
+        let mut contacts: Vec<pb::Contact> = views.into_iter().map(convert::contact).collect();
+        let next_page_token = match within_message_budget(&contacts) {
+            kept if kept < contacts.len() => {
+                contacts.truncate(kept);
+                contacts::page_token_after(contacts[kept - 1].id)
+            }
+            _ => next_page_token,
+        };
         Ok(Response::new(pb::ListContactsResponse {
             contacts,
             next_page_token,
@@ -172,4 +179,21 @@ impl BlacklistService for Blacklist {
         let row = operations::remove_from_blacklist(&self.0.store, &self.0.feed, &email).await?;
         Ok(Response::new(convert::blacklist_entry(row)))
     }
+}
+
+/// Contacts carry up to 64 KiB of merge fields each, so a page of many can outgrow the
+/// 4 MiB message that gRPC clients accept by default. A page ends early, before this size;
+/// its token then resumes after its last contact.
+const PAGE_BYTES: usize = 3 << 20;
+
+/// How many of the first contacts fit in one page: always at least one.
+fn within_message_budget(contacts: &[pb::Contact]) -> usize {
+    let mut total = 0;
+    contacts
+        .iter()
+        .position(|contact| {
+            total += prost::Message::encoded_len(contact) + 8;
+            total > PAGE_BYTES
+        })
+        .map_or(contacts.len(), |first_over| first_over.max(1))
 }
