@@ -18,9 +18,26 @@ use crate::store::changes::NewChange;
 use crate::store::contacts::{self, ContactRow, NewContact, Profile};
 use crate::store::known::Known;
 use crate::store::lists::ListRow;
-use crate::store::subscriptions::{self, MemberState, SubscriptionRow};
+use crate::store::subscriptions::{self, MemberState, SubscriptionRow, Tombstone};
 use crate::store::{DbConnection, IdPool, StoreResult, changes};
 use crate::webhook::event::{Event, MemberData};
+
+/// How many email changes an event follows to find the member's address now.
+const MAX_FORWARDS: usize = 8;
+
+/// What a status event for an address the audience does not hold makes of the address's
+/// removal after the event was fired.
+#[derive(Debug, Clone, Copy)]
+enum Moves {
+    /// The event is older than the removal: stale. Profiles, cleans (the old address
+    /// bounced, not the new one) and fetched members.
+    Stop,
+    /// The event follows the email changes that moved the member on, to its address now;
+    /// stale only if the member left the audience. Subscribes and unsubscribes.
+    Follow,
+    /// The event has followed them to this address.
+    Followed,
+}
 
 /// The most a contact's merge fields take, as JSON: what one webhook body may carry. Real
 /// audiences stay far below it, even a contact's on several of them together.
@@ -276,14 +293,17 @@ fn target_state(
 impl Ctx<'_> {
     fn dispatch(&mut self, event: &Event) -> StoreResult<Applied> {
         match event {
-            Event::Subscribe(member) => self.member_event(member, "subscribed", None, true),
+            Event::Subscribe(member) => {
+                self.member_event_at(member, "subscribed", None, true, Moves::Follow)
+            }
             Event::Unsubscribe {
                 member,
                 delete: true,
                 ..
             } => self.delete(member),
             Event::Unsubscribe { member, reason, .. } => {
-                self.member_event(member, "unsubscribed", reason.as_deref(), false)
+                let reason = reason.as_deref();
+                self.member_event_at(member, "unsubscribed", reason, false, Moves::Follow)
             }
             Event::Profile(member) => self.profile(member),
             Event::EmailChanged {
@@ -317,12 +337,27 @@ impl Ctx<'_> {
             .list(self.conn, self.account_id, mailchimp_list_id, self.now)
     }
 
-    /// Whether the address left the audience after this event was fired.
-    fn removed_later(&mut self, list: &ListRow, email: &EmailIdentity) -> StoreResult<bool> {
-        let removed = self
-            .known
-            .tombstone(self.conn, list.id, &email.normalized)?;
-        Ok(removed.is_some_and(|at| at > self.fired_at))
+    /// The address on the audience that an event fired for `email` now concerns. Email
+    /// changes made after the event was fired moved the member on, maybe more than once:
+    /// the event follows them, each change later than the one that led to the address.
+    /// `None` when the member left the audience after the event.
+    fn destination(
+        &mut self,
+        list: &ListRow,
+        email: &EmailIdentity,
+    ) -> StoreResult<Option<EmailIdentity>> {
+        let (mut at, mut since) = (email.clone(), self.fired_at);
+        for _ in 0..MAX_FORWARDS {
+            let tombstone = self.known.tombstone(self.conn, list.id, &at.normalized)?;
+            let Some(removed) = tombstone.filter(|removed| removed.removed_at > since) else {
+                return Ok(Some(at));
+            };
+            let Some(next) = removed.moved_to.as_deref().and_then(EmailIdentity::parse) else {
+                return Ok(None);
+            };
+            (at, since) = (next, removed.removed_at);
+        }
+        Ok(None)
     }
 
     /// Subscribe and unsubscribe: the member ends in `status` on the audience.
@@ -333,18 +368,64 @@ impl Ctx<'_> {
         reason: Option<&str>,
         carries_profile: bool,
     ) -> StoreResult<Applied> {
+        self.member_event_at(member, status, reason, carries_profile, Moves::Stop)
+    }
+
+    /// [`Self::member_event`], with what an address the audience does not hold makes of
+    /// the address's later removal.
+    fn member_event_at(
+        &mut self,
+        member: &MemberData,
+        status: &str,
+        reason: Option<&str>,
+        carries_profile: bool,
+        moves: Moves,
+    ) -> StoreResult<Applied> {
         let list = self.list(&member.list_id)?;
-        let state = target_state(status, reason, member.member_id.as_deref(), self.fired_at);
         let contact = self.known.contact(self.conn, &member.email.normalized)?;
+        let held = match &contact {
+            Some(contact) => self.known.subscription(self.conn, contact.id, list.id)?,
+            None => None,
+        };
+        // An address the audience does not hold may have been left after the event was
+        // fired: for good, or by an email change.
+        let left = match (&held, moves) {
+            (Some(_), _) | (None, Moves::Followed) => false,
+            (None, Moves::Stop) => {
+                let removed = self
+                    .known
+                    .tombstone(self.conn, list.id, &member.email.normalized)?;
+                removed.is_some_and(|removed| removed.removed_at > self.fired_at)
+            }
+            (None, Moves::Follow) => match self.destination(&list, &member.email)? {
+                None => true,
+                Some(to) if to.normalized != member.email.normalized => {
+                    // The member's id at the old address would later lead a profile back.
+                    let moved = MemberData {
+                        email_raw: to.normalized.clone(),
+                        email: to,
+                        member_id: None,
+                        ..member.clone()
+                    };
+                    let followed = Moves::Followed;
+                    return self.member_event_at(&moved, status, reason, carries_profile, followed);
+                }
+                Some(_) => false,
+            },
+        };
+        let state = target_state(status, reason, member.member_id.as_deref(), self.fired_at);
         let Some(contact) = contact else {
-            if self.removed_later(&list, &member.email)? {
+            if left {
                 return Ok(Outcome::Stale.into());
             }
             let contact = self.create_contact(member)?;
             return self.create_subscription(&contact, &list, &state, kind_of(status));
         };
-        let held = self.known.subscription(self.conn, contact.id, list.id)?;
-        if self.is_stale(held.as_ref(), &list, &member.email)? {
+        let stale = match &held {
+            Some(held) => self.fired_at < held.last_changed,
+            None => left,
+        };
+        if stale {
             // The status is older than the one held, but the profile it carries has its own
             // time and may still be the newest seen (a clean, which carries none, may have
             // overtaken the sign-up).
@@ -362,20 +443,6 @@ impl Ctx<'_> {
             return Ok(Outcome::Applied.into());
         }
         Ok(outcome.into())
-    }
-
-    /// Whether the held subscription, or the removal of the address from the audience, is
-    /// newer than this event.
-    fn is_stale(
-        &mut self,
-        held: Option<&SubscriptionRow>,
-        list: &ListRow,
-        email: &EmailIdentity,
-    ) -> StoreResult<bool> {
-        match held {
-            Some(held) => Ok(self.fired_at < held.last_changed),
-            None => self.removed_later(list, email),
-        }
     }
 
     /// Brings an existing contact's subscription to `state`, creating it when missing.
@@ -537,8 +604,12 @@ impl Ctx<'_> {
             None => None,
         };
         let (Some(contact), Some(held)) = (contact, held) else {
-            self.known
-                .put_tombstone(self.conn, list.id, email, self.fired_at)?;
+            self.known.put_tombstone(
+                self.conn,
+                list.id,
+                email,
+                Tombstone::removed(self.fired_at),
+            )?;
             return Ok(Outcome::Unchanged.into());
         };
         if self.fired_at < held.last_changed {
@@ -556,8 +627,12 @@ impl Ctx<'_> {
         held: &SubscriptionRow,
     ) -> StoreResult<()> {
         self.known.delete_subscription(self.conn, held)?;
-        self.known
-            .put_tombstone(self.conn, list.id, &contact.email_normalized, self.fired_at)?;
+        self.known.put_tombstone(
+            self.conn,
+            list.id,
+            &contact.email_normalized,
+            Tombstone::removed(self.fired_at),
+        )?;
         if self.known.subscription_count(self.conn, contact.id)? == 0 {
             self.known.delete_contact(self.conn, contact)?;
             self.record(contact, Some(list), "contact_removed", None);
@@ -618,7 +693,7 @@ impl Ctx<'_> {
         if let Some(held) = created {
             let unknown = chrono::DateTime::UNIX_EPOCH.naive_utc();
             let state = MemberState {
-                last_changed: left.unwrap_or(unknown),
+                last_changed: left.map_or(unknown, |left| left.removed_at),
                 ..held.state()
             };
             self.known.set_state(self.conn, &held, &state, self.now)?;
@@ -671,9 +746,13 @@ impl Ctx<'_> {
         };
         let (Some(from), Some(mut held)) = (from, held) else {
             // The old address left the audience now, even if the event that put it there is
-            // still on its way: that event, older, must not bring it back.
+            // still on its way: that event, older, goes to the new address instead.
+            let moved = Tombstone {
+                removed_at: self.fired_at,
+                moved_to: Some(new.normalized.clone()),
+            };
             self.known
-                .put_tombstone(self.conn, list.id, &old.normalized, self.fired_at)?;
+                .put_tombstone(self.conn, list.id, &old.normalized, moved)?;
             let note = "the old address is not on this audience in the store";
             return Ok(Applied {
                 outcome: Outcome::Unchanged,
@@ -686,15 +765,27 @@ impl Ctx<'_> {
         if old.normalized == new.normalized {
             return self.respell(&from, &list, &held, new_id, new_raw);
         }
-        if self.removed_later(&list, new)? {
+        let Some(to) = self.destination(&list, new)? else {
             // The new address has left the audience since: the member is gone from both.
             self.remove_subscription(&from, &list, &held)?;
             return Ok(Outcome::Applied.into());
+        };
+        if to.normalized == old.normalized {
+            // A later change took the member back to the old address.
+            return Ok(Outcome::Stale.into());
         }
-        if let Some(new_id) = new_id {
-            held.unique_email_id = Some(new_id.to_owned());
-        }
-        self.move_subscription(&from, &list, &held, new.clone(), new_raw)?;
+        // A later change may already have moved the member on from the new address; the
+        // member's id there is then not the one this change gave it.
+        let to_raw = match to.normalized == new.normalized {
+            true => {
+                if let Some(new_id) = new_id {
+                    held.unique_email_id = Some(new_id.to_owned());
+                }
+                new_raw.to_owned()
+            }
+            false => to.normalized.clone(),
+        };
+        self.move_subscription(&from, &list, &held, to, &to_raw)?;
         Ok(Outcome::Applied.into())
     }
 
@@ -740,8 +831,12 @@ impl Ctx<'_> {
             last_changed: self.fired_at,
             ..held.state()
         };
+        let moved = Tombstone {
+            removed_at: self.fired_at,
+            moved_to: Some(to.normalized.clone()),
+        };
         self.known
-            .put_tombstone(self.conn, list.id, &from.email_normalized, self.fired_at)?;
+            .put_tombstone(self.conn, list.id, &from.email_normalized, moved)?;
         self.known
             .clear_tombstone(self.conn, list.id, &to.normalized)?;
         if existing.is_none() && only_one {

@@ -29,7 +29,7 @@ use chrono::NaiveDateTime;
 use super::changes::{self, NewChange};
 use super::contacts::{self, ContactRow, NewContact, Profile};
 use super::lists::{self, ListRow};
-use super::subscriptions::{self, MemberState, SubscriptionRow};
+use super::subscriptions::{self, MemberState, SubscriptionRow, Tombstone};
 use super::{DbConnection, IdPool, StoreError, StoreResult, blacklist};
 
 #[derive(Default)]
@@ -41,7 +41,7 @@ pub struct Known {
     /// Every subscription of a contact, for the contacts whose subscriptions are all known.
     subscriptions: HashMap<i64, Vec<SubscriptionRow>>,
     /// By (audience, normalized address); `None` when there is no tombstone.
-    tombstones: HashMap<(i64, String), Option<NaiveDateTime>>,
+    tombstones: HashMap<(i64, String), Option<Tombstone>>,
     /// By normalized address, for the addresses loaded: whether it is actively blacklisted
     /// (`None` when it never was).
     blacklist: HashMap<String, Option<bool>>,
@@ -213,8 +213,8 @@ impl Known {
         for &(list_id, email) in places {
             self.tombstones.insert((list_id, email.to_owned()), None);
         }
-        for (list_id, email, removed_at) in subscriptions::tombstones_at(conn, places)? {
-            self.tombstones.insert((list_id, email), Some(removed_at));
+        for (list_id, email, tombstone) in subscriptions::tombstones_at(conn, places)? {
+            self.tombstones.insert((list_id, email), Some(tombstone));
         }
         Ok(())
     }
@@ -282,8 +282,8 @@ impl Known {
         let mut removed = Vec::new();
         let mut placed = Vec::new();
         for key in &pending.tombstones {
-            match self.tombstones.get(key).copied().flatten() {
-                Some(at) => placed.push((key.0, key.1.as_str(), at)),
+            match self.tombstones.get(key).and_then(Option::as_ref) {
+                Some(tombstone) => placed.push((key.0, key.1.as_str(), tombstone)),
                 None => removed.push((key.0, key.1.as_str())),
             }
         }
@@ -760,54 +760,56 @@ impl Known {
         self.seen.push((run_id, row.id));
     }
 
-    /// When the address was last removed from the audience, if it was.
+    /// The address's tombstone on the audience, if it left it.
     pub fn tombstone(
         &mut self,
         conn: &mut DbConnection,
         list_id: i64,
         email_normalized: &str,
-    ) -> StoreResult<Option<NaiveDateTime>> {
+    ) -> StoreResult<Option<Tombstone>> {
         let key = (list_id, email_normalized.to_owned());
         if let Some(known) = self.tombstones.get(&key) {
-            return Ok(*known);
+            return Ok(known.clone());
         }
         let found = subscriptions::tombstone(conn, list_id, email_normalized)?;
-        self.tombstones.insert(key, found);
+        self.tombstones.insert(key, found.clone());
         Ok(found)
     }
 
-    /// Sets the tombstone to `at`, now or when flushing.
+    /// Sets the tombstone, or clears it, now or when flushing.
     fn set_tombstone(
         &mut self,
         conn: &mut DbConnection,
         key: (i64, String),
-        at: Option<NaiveDateTime>,
+        tombstone: Option<Tombstone>,
     ) -> StoreResult<()> {
-        match (&mut self.pending, at) {
+        match (&mut self.pending, &tombstone) {
             (Some(pending), _) => {
                 pending.tombstones.insert(key.clone());
             }
-            (None, Some(at)) => subscriptions::write_tombstone(conn, key.0, &key.1, at)?,
+            (None, Some(tombstone)) => {
+                subscriptions::write_tombstone(conn, key.0, &key.1, tombstone)?
+            }
             (None, None) => subscriptions::clear_tombstone(conn, key.0, &key.1)?,
         }
-        self.tombstones.insert(key, at);
+        self.tombstones.insert(key, tombstone);
         Ok(())
     }
 
-    /// Remembers that the address left the audience at `removed_at` (the later time wins).
+    /// Remembers that the address left the audience (the later removal wins).
     pub fn put_tombstone(
         &mut self,
         conn: &mut DbConnection,
         list_id: i64,
         email_normalized: &str,
-        removed_at: NaiveDateTime,
+        tombstone: Tombstone,
     ) -> StoreResult<()> {
         let held = self.tombstone(conn, list_id, email_normalized)?;
-        if held.is_some_and(|held| held >= removed_at) {
+        if held.is_some_and(|held| held.removed_at >= tombstone.removed_at) {
             return Ok(());
         }
         let key = (list_id, email_normalized.to_owned());
-        self.set_tombstone(conn, key, Some(removed_at))
+        self.set_tombstone(conn, key, Some(tombstone))
     }
 
     pub fn clear_tombstone(

@@ -86,6 +86,7 @@ diesel::table! {
         list_id -> BigInt,
         email_normalized -> Text,
         removed_at -> Timestamp,
+        moved_to -> Nullable<Text>,
     }
 }
 

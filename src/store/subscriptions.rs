@@ -375,12 +375,30 @@ pub fn of_contacts(
     })
 }
 
-/// The tombstones at these (audience, address) places: audience, address, removal time.
+/// The trace a member leaves on an address it left: when, and the address it moved to when
+/// an email change took it there.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tombstone {
+    pub removed_at: NaiveDateTime,
+    pub moved_to: Option<String>,
+}
+
+impl Tombstone {
+    /// A removal that sends no later event anywhere.
+    pub fn removed(removed_at: NaiveDateTime) -> Tombstone {
+        Tombstone {
+            removed_at,
+            moved_to: None,
+        }
+    }
+}
+
+/// The tombstones at these (audience, address) places: audience, address, tombstone.
 /// SQLite may also return tombstones at other pairings of the same audiences and addresses.
 pub fn tombstones_at(
     conn: &mut DbConnection,
     places: &[(i64, &str)],
-) -> StoreResult<Vec<(i64, String, NaiveDateTime)>> {
+) -> StoreResult<Vec<(i64, String, Tombstone)>> {
     if places.is_empty() {
         return Ok(Vec::new());
     }
@@ -392,18 +410,21 @@ pub fn tombstones_at(
             for chunk in places.chunks(super::MAX_IN_LIST) {
                 let (list_ids, emails): (Vec<i64>, Vec<&str>) = chunk.iter().copied().unzip();
                 let query = diesel::sql_query(
-                    "SELECT t.list_id, t.email_normalized, t.removed_at \
+                    "SELECT t.list_id, t.email_normalized, t.removed_at, t.moved_to \
                      FROM unnest($1::bigint[], $2::text[]) AS k (list_id, email_normalized) \
                      JOIN sync_tombstone t \
                      ON t.list_id = k.list_id AND t.email_normalized = k.email_normalized",
                 )
                 .bind::<sql_types::Array<sql_types::BigInt>, _>(list_ids)
                 .bind::<sql_types::Array<sql_types::Text>, _>(emails);
-                let rows: Vec<Tombstone> = Kept(query).load(c)?;
-                found.extend(
-                    rows.into_iter()
-                        .map(|t| (t.list_id, t.email_normalized, t.removed_at)),
-                );
+                let rows: Vec<TombstoneRow> = Kept(query).load(c)?;
+                found.extend(rows.into_iter().map(|t| {
+                    let tombstone = Tombstone {
+                        removed_at: t.removed_at,
+                        moved_to: t.moved_to,
+                    };
+                    (t.list_id, t.email_normalized, tombstone)
+                }));
             }
             Ok(found)
         }
@@ -424,84 +445,94 @@ pub fn tombstones_at(
                         sync_tombstone::list_id,
                         sync_tombstone::email_normalized,
                         sync_tombstone::removed_at,
+                        sync_tombstone::moved_to,
                     ));
-                Ok(Kept(query).load(conn)?)
+                let rows: Vec<(i64, String, NaiveDateTime, Option<String>)> =
+                    Kept(query).load(conn)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(list_id, email, removed_at, moved_to)| {
+                        let tombstone = Tombstone {
+                            removed_at,
+                            moved_to,
+                        };
+                        (list_id, email, tombstone)
+                    })
+                    .collect())
             })
         }
     }
 }
 
 #[derive(QueryableByName)]
-struct Tombstone {
+struct TombstoneRow {
     #[diesel(sql_type = sql_types::BigInt)]
     list_id: i64,
     #[diesel(sql_type = sql_types::Text)]
     email_normalized: String,
     #[diesel(sql_type = sql_types::Timestamp)]
     removed_at: NaiveDateTime,
+    #[diesel(sql_type = sql_types::Nullable<sql_types::Text>)]
+    moved_to: Option<String>,
 }
 
-/// When the address was last removed from the audience, if it was.
+/// The address's tombstone on the audience, if it left it.
 pub fn tombstone(
     conn: &mut DbConnection,
     list_id: i64,
     email_normalized: &str,
-) -> StoreResult<Option<NaiveDateTime>> {
-    Ok(sync_tombstone::table
+) -> StoreResult<Option<Tombstone>> {
+    let found: Option<(NaiveDateTime, Option<String>)> = sync_tombstone::table
         .filter(sync_tombstone::list_id.eq(list_id))
         .filter(sync_tombstone::email_normalized.eq(email_normalized))
-        .select(sync_tombstone::removed_at)
+        .select((sync_tombstone::removed_at, sync_tombstone::moved_to))
         .get_result(conn)
-        .optional()?)
+        .optional()?;
+    Ok(found.map(|(removed_at, moved_to)| Tombstone {
+        removed_at,
+        moved_to,
+    }))
 }
 
-/// Remembers that the address left the audience at `removed_at` (the later time wins).
+/// Remembers that the address left the audience (the later removal wins).
 pub fn put_tombstone(
     conn: &mut DbConnection,
     list_id: i64,
     email_normalized: &str,
-    removed_at: NaiveDateTime,
+    tombstone: &Tombstone,
 ) -> StoreResult<()> {
-    if tombstone(conn, list_id, email_normalized)?.is_some_and(|held| held >= removed_at) {
+    let held = self::tombstone(conn, list_id, email_normalized)?;
+    if held.is_some_and(|held| held.removed_at >= tombstone.removed_at) {
         return Ok(());
     }
-    write_tombstone(conn, list_id, email_normalized, removed_at)
+    write_tombstone(conn, list_id, email_normalized, tombstone)
 }
 
-/// Sets the address's removal time on the audience, whatever time was held.
+/// Sets the address's tombstone on the audience, whatever was held.
 pub fn write_tombstone(
     conn: &mut DbConnection,
     list_id: i64,
     email_normalized: &str,
-    removed_at: NaiveDateTime,
+    tombstone: &Tombstone,
 ) -> StoreResult<()> {
-    on_backend!(conn, c => diesel::insert_into(sync_tombstone::table)
-        .values((
-            sync_tombstone::list_id.eq(list_id),
-            sync_tombstone::email_normalized.eq(email_normalized),
-            sync_tombstone::removed_at.eq(removed_at),
-        ))
-        .on_conflict((sync_tombstone::list_id, sync_tombstone::email_normalized))
-        .do_update()
-        .set(sync_tombstone::removed_at.eq(removed_at))
-        .execute(c))?;
-    Ok(())
+    put_tombstones(conn, &[(list_id, email_normalized, tombstone)])
 }
 
-/// Sets each (audience, address) tombstone to its time, whatever time was held.
+/// Sets each (audience, address) tombstone, whatever was held.
 pub fn put_tombstones(
     conn: &mut DbConnection,
-    tombstones: &[(i64, &str, NaiveDateTime)],
+    tombstones: &[(i64, &str, &Tombstone)],
 ) -> StoreResult<()> {
     use diesel::upsert::excluded;
     for chunk in tombstones.chunks(super::MAX_ROWS_PER_INSERT) {
         let rows: Vec<_> = chunk
             .iter()
-            .map(|&(list_id, email, at)| {
+            .map(|&(list_id, email, tombstone)| {
                 (
                     sync_tombstone::list_id.eq(list_id),
                     sync_tombstone::email_normalized.eq(email),
-                    sync_tombstone::removed_at.eq(at),
+                    sync_tombstone::removed_at.eq(tombstone.removed_at),
+                    sync_tombstone::moved_to.eq(tombstone.moved_to.as_deref()),
                 )
             })
             .collect();
@@ -509,7 +540,10 @@ pub fn put_tombstones(
             .values(&rows)
             .on_conflict((sync_tombstone::list_id, sync_tombstone::email_normalized))
             .do_update()
-            .set(sync_tombstone::removed_at.eq(excluded(sync_tombstone::removed_at)))
+            .set((
+                sync_tombstone::removed_at.eq(excluded(sync_tombstone::removed_at)),
+                sync_tombstone::moved_to.eq(excluded(sync_tombstone::moved_to)),
+            ))
             .execute(c))?;
     }
     Ok(())

@@ -6,6 +6,7 @@ use mailchimp_sync::store::accounts::{self, NewAccount};
 use mailchimp_sync::store::changes::{self, NewChange};
 use mailchimp_sync::store::contacts::{self, ContactRow, NewContact};
 use mailchimp_sync::store::lists::{self, ListRow};
+use mailchimp_sync::store::subscriptions::Tombstone;
 use mailchimp_sync::store::{
     DbConnection, Store, StoreError, blacklist, revert_all_migrations, run_migrations,
     subscriptions, write_transaction,
@@ -164,16 +165,29 @@ fn a_tombstone_keeps_the_latest_removal_until_cleared() {
     let held =
         |conn: &mut DbConnection| subscriptions::tombstone(conn, list.id, email).expect("read");
     assert_eq!(held(&mut conn), None);
-    subscriptions::put_tombstone(&mut conn, list.id, email, at(10, 0)).expect("put");
-    assert_eq!(held(&mut conn), Some(at(10, 0)));
-    subscriptions::put_tombstone(&mut conn, list.id, email, at(9, 0)).expect("an older put");
+    let removed = Tombstone::removed(at(10, 0));
+    subscriptions::put_tombstone(&mut conn, list.id, email, &removed).expect("put");
+    assert_eq!(held(&mut conn), Some(removed.clone()));
+    let older = Tombstone {
+        removed_at: at(9, 0),
+        moved_to: Some("elsewhere@example.com".to_owned()),
+    };
+    subscriptions::put_tombstone(&mut conn, list.id, email, &older).expect("an older put");
     assert_eq!(
         held(&mut conn),
-        Some(at(10, 0)),
+        Some(removed),
         "an older removal does not win"
     );
-    subscriptions::put_tombstone(&mut conn, list.id, email, at(11, 0)).expect("a newer put");
-    assert_eq!(held(&mut conn), Some(at(11, 0)));
+    let moved = Tombstone {
+        removed_at: at(11, 0),
+        moved_to: Some("new@example.com".to_owned()),
+    };
+    subscriptions::put_tombstone(&mut conn, list.id, email, &moved).expect("a newer put");
+    assert_eq!(
+        held(&mut conn),
+        Some(moved),
+        "the newer one, with where it went"
+    );
     let other = subscriptions::tombstone(&mut conn, list.id, "stayed@example.com").expect("read");
     assert_eq!(other, None);
     subscriptions::clear_tombstone(&mut conn, list.id, email).expect("cleared");
@@ -189,12 +203,17 @@ fn tombstones_are_found_at_each_audience_and_address_asked_for() {
         .expect("a second audience");
     // Many tombstones on the first audience, among which the ones asked for must be found.
     let others: Vec<String> = (0..300).map(|n| format!("gone{n}@example.com")).collect();
-    let mut placed: Vec<(i64, &str, NaiveDateTime)> = others
+    let (nine, ten) = (Tombstone::removed(at(9, 0)), Tombstone::removed(at(10, 0)));
+    let moved = Tombstone {
+        removed_at: at(11, 0),
+        moved_to: Some("c@example.com".to_owned()),
+    };
+    let mut placed: Vec<(i64, &str, &Tombstone)> = others
         .iter()
-        .map(|email| (first.id, email.as_str(), at(9, 0)))
+        .map(|email| (first.id, email.as_str(), &nine))
         .collect();
-    placed.push((first.id, "a@example.com", at(10, 0)));
-    placed.push((second.id, "b@example.com", at(11, 0)));
+    placed.push((first.id, "a@example.com", &ten));
+    placed.push((second.id, "b@example.com", &moved));
     subscriptions::put_tombstones(&mut conn, &placed).expect("tombstones");
     let asked = [
         (first.id, "a@example.com"),
@@ -206,9 +225,9 @@ fn tombstones_are_found_at_each_audience_and_address_asked_for() {
     let mut found = subscriptions::tombstones_at(&mut conn, &asked).expect("looked up");
     found.sort();
     // Each found tombstone exists; each asked-for one is found.
-    for (list_id, email, removed_at) in &found {
+    for (list_id, email, tombstone) in &found {
         assert!(
-            placed.contains(&(*list_id, email.as_str(), *removed_at)),
+            placed.contains(&(*list_id, email.as_str(), tombstone)),
             "{found:?}"
         );
     }

@@ -556,22 +556,109 @@ async fn an_email_change_from_an_unknown_address_is_recorded_not_failed() {
     app.shutdown().await;
 }
 
-/// The sign-up of the old address may still be on its way when its email change arrives.
+/// The sign-up of the old address may still be on its way when its email change arrives:
+/// it does not bring the old address back, and lands where the member went.
 #[tokio::test]
-async fn a_late_sign_up_of_an_address_that_changed_since_does_not_bring_it_back() {
+async fn a_late_sign_up_of_an_address_that_changed_since_lands_on_the_new_address() {
     let app = TestApp::spawn().await;
-    let (account_id, url) = app.create_account().await;
     let (old, new) = ("late.old@example.com", "late.new@example.com");
-    let upemail = bodies::upemail(LIST_A, old, new, T2);
-    post_and_outcome(&app, account_id, &url, &upemail).await;
-    let late = bodies::subscribe(LIST_A, old, T1);
-
-    assert_eq!(
-        post_and_outcome(&app, account_id, &url, &late).await,
-        "stale"
-    );
-    assert_absent(&app, old).await;
+    let outcome = deliver(
+        &app,
+        &[
+            bodies::upemail(LIST_A, old, new, T2),
+            bodies::subscribe(LIST_A, old, T1),
+        ],
+    )
+    .await;
+    assert_eq!(outcome, "applied");
+    assert_member_at(&app, new, &[old]).await;
     app.shutdown().await;
+}
+
+/// The same, but the member was deleted from the new address since: nothing comes back.
+#[tokio::test]
+async fn a_late_sign_up_followed_to_an_address_deleted_since_is_stale() {
+    let app = TestApp::spawn().await;
+    let (old, new) = ("gone.old@example.com", "gone.new@example.com");
+    let outcome = deliver(
+        &app,
+        &[
+            bodies::upemail(LIST_A, old, new, T2),
+            bodies::delete(LIST_A, new, T3),
+            bodies::subscribe(LIST_A, old, T1),
+        ],
+    )
+    .await;
+    assert_eq!(outcome, "stale");
+    assert_absent(&app, old).await;
+    assert_absent(&app, new).await;
+    app.shutdown().await;
+}
+
+/// Two email changes delivered in reverse: the earlier one, arriving last, moves the member
+/// straight to where the later one took it.
+#[tokio::test]
+async fn email_changes_delivered_in_reverse_leave_the_member_at_its_last_address() {
+    let app = TestApp::spawn().await;
+    let (first, second, third) = (
+        "rev.first@example.com",
+        "rev.second@example.com",
+        "rev.third@example.com",
+    );
+    let outcome = deliver(
+        &app,
+        &[
+            bodies::subscribe(LIST_A, first, T1),
+            bodies::upemail(LIST_A, second, third, T3),
+            bodies::upemail(LIST_A, first, second, T2),
+        ],
+    )
+    .await;
+    assert_eq!(outcome, "applied");
+    assert_member_at(&app, third, &[first, second]).await;
+    app.shutdown().await;
+}
+
+/// An address changed and changed back before its sign-up arrives: the member is at the
+/// address it started from.
+#[tokio::test]
+async fn a_late_sign_up_of_an_address_changed_and_changed_back_stays_there() {
+    let app = TestApp::spawn().await;
+    let (home, away) = ("back.home@example.com", "back.away@example.com");
+    let outcome = deliver(
+        &app,
+        &[
+            bodies::upemail(LIST_A, home, away, T2),
+            bodies::upemail(LIST_A, away, home, T3),
+            bodies::subscribe(LIST_A, home, T1),
+        ],
+    )
+    .await;
+    assert_eq!(outcome, "applied");
+    assert_member_at(&app, home, &[away]).await;
+    app.shutdown().await;
+}
+
+/// Posts each body in turn to a new account's webhook; returns the last one's outcome.
+async fn deliver(app: &TestApp, bodies: &[Form]) -> String {
+    let (account_id, url) = app.create_account().await;
+    let mut outcome = String::new();
+    for body in bodies {
+        outcome = post_and_outcome(app, account_id, &url, body).await;
+    }
+    outcome
+}
+
+/// The member is subscribed to the audience at `address`, and none of `gone` is a contact.
+async fn assert_member_at(app: &TestApp, address: &str, gone: &[&str]) {
+    let contact = app
+        .get_contact(address)
+        .await
+        .expect("the member's address now");
+    assert_eq!(statuses(&contact), [subscribed(LIST_A)]);
+    for email in gone {
+        assert_absent(app, email).await;
+    }
 }
 
 /// An email change overtaken by a later one: the address it moves to has left already.

@@ -1,0 +1,1 @@
+ALTER TABLE sync_tombstone DROP COLUMN moved_to;
