@@ -337,6 +337,19 @@ impl Ctx<'_> {
             .list(self.conn, self.account_id, mailchimp_list_id, self.now)
     }
 
+    /// The address's tombstone on the audience, when it was left after `since`.
+    fn removal_after(
+        &mut self,
+        list: &ListRow,
+        email: &EmailIdentity,
+        since: NaiveDateTime,
+    ) -> StoreResult<Option<Tombstone>> {
+        let tombstone = self
+            .known
+            .tombstone(self.conn, list.id, &email.normalized)?;
+        Ok(tombstone.filter(|removed| removed.removed_at > since))
+    }
+
     /// The address on the audience that an event fired for `email` now concerns. Email
     /// changes made after the event was fired moved the member on, maybe more than once:
     /// the event follows them, each change later than the one that led to the address.
@@ -348,8 +361,7 @@ impl Ctx<'_> {
     ) -> StoreResult<Option<EmailIdentity>> {
         let (mut at, mut since) = (email.clone(), self.fired_at);
         for _ in 0..MAX_FORWARDS {
-            let tombstone = self.known.tombstone(self.conn, list.id, &at.normalized)?;
-            let Some(removed) = tombstone.filter(|removed| removed.removed_at > since) else {
+            let Some(removed) = self.removal_after(list, &at, since)? else {
                 return Ok(Some(at));
             };
             let Some(next) = removed.moved_to.as_deref().and_then(EmailIdentity::parse) else {
@@ -392,10 +404,9 @@ impl Ctx<'_> {
         let left = match (&held, moves) {
             (Some(_), _) | (None, Moves::Followed) => false,
             (None, Moves::Stop) => {
-                let removed = self
-                    .known
-                    .tombstone(self.conn, list.id, &member.email.normalized)?;
-                removed.is_some_and(|removed| removed.removed_at > self.fired_at)
+                let fired_at = self.fired_at;
+                self.removal_after(&list, &member.email, fired_at)?
+                    .is_some()
             }
             (None, Moves::Follow) => match self.destination(&list, &member.email)? {
                 None => true,
@@ -775,15 +786,12 @@ impl Ctx<'_> {
             return Ok(Outcome::Stale.into());
         }
         // A later change may already have moved the member on from the new address; the
-        // member's id there is then not the one this change gave it.
-        let to_raw = match to.normalized == new.normalized {
-            true => {
-                if let Some(new_id) = new_id {
-                    held.unique_email_id = Some(new_id.to_owned());
-                }
-                new_raw.to_owned()
-            }
-            false => to.normalized.clone(),
+        // member's id and spelling there are then not the ones this change gave it.
+        let to_raw = if to.normalized == new.normalized {
+            held.unique_email_id = new_id.map(str::to_owned).or(held.unique_email_id);
+            new_raw.to_owned()
+        } else {
+            to.normalized.clone()
         };
         self.move_subscription(&from, &list, &held, to, &to_raw)?;
         Ok(Outcome::Applied.into())

@@ -192,6 +192,7 @@ fn within_message_budget(contacts: &[pb::Contact]) -> usize {
     contacts
         .iter()
         .position(|contact| {
+            // Each contact also takes a field tag and a length prefix in the response.
             total += prost::Message::encoded_len(contact) + 8;
             total > PAGE_BYTES
         })
